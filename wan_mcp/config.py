@@ -1,0 +1,180 @@
+"""Settings, resolved in one place: defaults < JSON config file < env (WAN_MCP_*) < CLI flags.
+
+Hosts (Claude Desktop, Cursor...) start servers with ``cwd=/`` and a scrubbed
+environment, so nothing here defaults to the working directory: data and outputs
+live in the per-user data dir from platformdirs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from platformdirs import user_data_path
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    JsonConfigSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from wan_mcp.errors import ErrorCode, WanError, register_secret
+
+DEFAULT_BASE_URL = "https://toapis.com"
+ENV_PREFIX = "WAN_MCP_"
+
+
+def default_data_dir() -> Path:
+    return user_data_path("wan-mcp", appauthor=False)
+
+
+def _split_list(value: Any) -> Any:
+    """Accept ``a:b`` (os.pathsep) or ``a,b`` strings from env, lists from JSON."""
+    if isinstance(value, str):
+        sep = os.pathsep if os.pathsep in value else ","
+        return [part for part in (p.strip() for p in value.split(sep)) if part]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. ``config.example.json`` lists them with their defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        validate_default=True,
+        enable_decoding=False,  # lists from env are parsed by _split_list, not as JSON
+    )
+
+    # --- upstream ---------------------------------------------------------------
+    api_key: SecretStr | None = Field(default=None, description="ToAPIs key (sk-...).")
+    base_url: str = Field(default=DEFAULT_BASE_URL, description="Gateway base URL (toapis.cn in China).")
+    default_model: Literal["wan2.6", "wan2.6-flash"] = "wan2.6"
+
+    # --- where things live --------------------------------------------------------
+    data_dir: Path = Field(default_factory=default_data_dir, description="Journal (SQLite) location.")
+    output_dir: Path | None = Field(default=None, description="Downloads; default <data_dir>/videos.")
+    allowed_dirs: list[Path] | None = Field(
+        default=None,
+        description="Read roots for local files; default: home (dot-folders excluded) + output dir.",
+    )
+
+    # --- waits and polling --------------------------------------------------------
+    max_wait_seconds: float = Field(default=45.0, ge=0, le=3600, description="Cap on any tool's wait.")
+    poll_first_seconds: float = Field(default=5.0, gt=0, description="First status poll after submit.")
+    poll_interval_seconds: float = Field(default=10.0, gt=0, description="Later polls (plus jitter).")
+    poll_max_interval_seconds: float = Field(default=120.0, gt=0, description="Back-off ceiling.")
+    upstream_rate_budget: float = Field(default=10.0, gt=0, description="Max status GETs per second.")
+
+    # --- HTTP client ----------------------------------------------------------------
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+    write_timeout: float = Field(default=60.0, gt=0)
+    pool_timeout: float = Field(default=10.0, gt=0)
+    retry_attempts: int = Field(default=4, ge=1, le=10, description="Attempts for reads and uploads.")
+    retry_total_seconds: float = Field(default=30.0, gt=0, description="Time budget for those attempts.")
+
+    # --- files --------------------------------------------------------------------
+    max_download_bytes: int = Field(default=1024**3, gt=0, description="Result video size cap.")
+    max_image_bytes: int = Field(default=10 * 1024**2, gt=0, description="Local image read cap (pre-fix).")
+    max_video_upload_bytes: int = Field(default=50 * 1024**2, gt=0, description="Reference video cap.")
+    allow_private_urls: list[str] = Field(
+        default_factory=list,
+        description="Hosts/CIDRs the server may fetch from although private (e.g. 127.0.0.1 for the simulator).",
+    )
+    poster_frames: bool = Field(default=True, description="Attach a small poster frame (needs PyAV).")
+
+    # --- HTTP transports -------------------------------------------------------------
+    http_token: list[SecretStr] = Field(
+        default_factory=list, description="Bearer token(s) required by the HTTP/SSE transports."
+    )
+    allowed_hosts: list[str] = Field(default_factory=list, description="Extra Host header values allowed.")
+    allowed_origins: list[str] = Field(default_factory=list, description="Origin header values allowed.")
+    max_request_body_bytes: int = Field(default=16 * 1024**2, gt=0, description="HTTP body cap (413).")
+
+    # --- the embedded default -------------------------------------------------------
+    simulate: bool = Field(default=False, description="Run against an in-process gateway simulator.")
+    simulator_job_seconds: float = Field(default=4.0, ge=0, description="How long a simulated job takes.")
+
+    _split = field_validator("allowed_dirs", "allow_private_urls", "allowed_hosts", "allowed_origins",
+                             "http_token", mode="before")(_split_list)
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("data_dir", "output_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @model_validator(mode="after")
+    def _register_secrets(self) -> Settings:
+        if self.api_key is not None:
+            register_secret(self.api_key.get_secret_value())
+        for token in self.http_token:
+            register_secret(token.get_secret_value())
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_path = os.environ.get(ENV_PREFIX + "CONFIG")
+        if config_path:
+            path = Path(config_path).expanduser()
+            if not path.is_file():
+                raise WanError(
+                    ErrorCode.CONFIG,
+                    f"config file {path} (from {ENV_PREFIX}CONFIG) does not exist",
+                    hint=f"create it (see config.example.json) or unset {ENV_PREFIX}CONFIG",
+                )
+            sources.append(JsonConfigSettingsSource(settings_cls, json_file=path))
+        return tuple(sources)
+
+    # --- derived ------------------------------------------------------------------------
+    @property
+    def resolved_output_dir(self) -> Path:
+        return self.output_dir if self.output_dir is not None else self.data_dir / "videos"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.data_dir / "journal.sqlite3"
+
+    @property
+    def read_roots(self) -> list[Path]:
+        """Where local files may be read from (realpath'd by the file boundary)."""
+        if self.allowed_dirs is not None:
+            return [p.expanduser() for p in self.allowed_dirs] + [self.resolved_output_dir]
+        return [Path.home(), self.resolved_output_dir]
+
+    @property
+    def restrict_dotdirs(self) -> bool:
+        """The home default excludes dot-folders (~/.ssh, ~/.aws...); explicit roots are taken as given."""
+        return self.allowed_dirs is None
+
+    def require_api_key(self) -> SecretStr:
+        if self.api_key is None or not self.api_key.get_secret_value():
+            raise WanError(
+                ErrorCode.CONFIG,
+                "no ToAPIs API key is configured",
+                hint=f"set {ENV_PREFIX}API_KEY in the MCP host's env block, or run "
+                "`wan-mcp serve --simulate` to try the server on the built-in simulator",
+            )
+        return self.api_key
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings; ``overrides`` are CLI flags (highest precedence). None values are ignored."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
