@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from platformdirs import user_data_path
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -30,11 +30,17 @@ def default_data_dir() -> Path:
     return user_data_path("wan-mcp", appauthor=False)
 
 
-def _split_list(value: Any) -> Any:
-    """Accept ``a:b`` (os.pathsep) or ``a,b`` strings from env, lists from JSON."""
+def _split_paths(value: Any) -> Any:
+    """Folders from env are ``os.pathsep``-separated (like PATH); JSON gives lists."""
     if isinstance(value, str):
-        sep = os.pathsep if os.pathsep in value else ","
-        return [part for part in (p.strip() for p in value.split(sep)) if part]
+        return [part for part in (p.strip() for p in value.split(os.pathsep)) if part]
+    return value
+
+
+def _split_commas(value: Any) -> Any:
+    """Hosts, CIDRs and tokens from env are comma-separated (IPv6 has colons)."""
+    if isinstance(value, str):
+        return [part for part in (p.strip() for p in value.split(",")) if part]
     return value
 
 
@@ -51,7 +57,6 @@ class Settings(BaseSettings):
     # --- upstream ---------------------------------------------------------------
     api_key: SecretStr | None = Field(default=None, description="ToAPIs key (sk-...).")
     base_url: str = Field(default=DEFAULT_BASE_URL, description="Gateway base URL (toapis.cn in China).")
-    default_model: Literal["wan2.6", "wan2.6-flash"] = "wan2.6"
 
     # --- where things live --------------------------------------------------------
     data_dir: Path = Field(default_factory=default_data_dir, description="Journal (SQLite) location.")
@@ -98,8 +103,10 @@ class Settings(BaseSettings):
     simulate: bool = Field(default=False, description="Run against an in-process gateway simulator.")
     simulator_job_seconds: float = Field(default=4.0, ge=0, description="How long a simulated job takes.")
 
-    _split = field_validator("allowed_dirs", "allow_private_urls", "allowed_hosts", "allowed_origins",
-                             "http_token", mode="before")(_split_list)
+    _paths = field_validator("allowed_dirs", mode="before")(_split_paths)
+    _commas = field_validator(
+        "allow_private_urls", "allowed_hosts", "allowed_origins", "http_token", mode="before"
+    )(_split_commas)
 
     @field_validator("base_url")
     @classmethod

@@ -1,0 +1,69 @@
+"""Settings precedence and the example config file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from wan_mcp.config import Settings, load_settings
+from wan_mcp.errors import WanError, redact
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_precedence_defaults_file_env_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"max_wait_seconds": 10, "poll_interval_seconds": 7, "read_timeout": 5}))
+    monkeypatch.setenv("WAN_MCP_CONFIG", str(cfg))
+    monkeypatch.setenv("WAN_MCP_POLL_INTERVAL_SECONDS", "8")
+    monkeypatch.setenv("WAN_MCP_READ_TIMEOUT", "6")
+    s = load_settings(read_timeout=9)
+    assert s.max_wait_seconds == 10  # file beats default
+    assert s.poll_interval_seconds == 8  # env beats file
+    assert s.read_timeout == 9  # flag beats env
+    assert s.connect_timeout == 10  # default
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAN_MCP_CONFIG", str(tmp_path / "nope.json"))
+    with pytest.raises(WanError) as info:
+        load_settings()
+    assert "nope.json" in str(info.value) and "WAN_MCP_CONFIG" in str(info.value)
+
+
+def test_lists_from_env_use_pathsep_or_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAN_MCP_ALLOWED_DIRS", "/a:/b")
+    monkeypatch.setenv("WAN_MCP_ALLOW_PRIVATE_URLS", "127.0.0.1, ::1")
+    s = load_settings()
+    assert s.allowed_dirs == [Path("/a"), Path("/b")]
+    assert s.allow_private_urls == ["127.0.0.1", "::1"]
+    assert not s.restrict_dotdirs
+
+
+def test_defaults_never_use_cwd() -> None:
+    s = load_settings()
+    assert s.data_dir.is_absolute() and s.resolved_output_dir.is_absolute()
+    assert s.restrict_dotdirs and Path.home() in s.read_roots
+
+
+def test_key_is_secret_and_registered_for_redaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "sk-test-SECRET-0123456789"
+    monkeypatch.setenv("WAN_MCP_API_KEY", key)
+    s = load_settings()
+    assert key not in repr(s) and key not in str(s.model_dump())
+    assert redact(f"boom {key} boom") == "boom *** boom"
+
+
+def test_example_config_lists_every_setting_with_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    example = json.loads((ROOT / "config.example.json").read_text())
+    example.pop("$comment")
+    assert set(example) == set(Settings.model_fields)
+    monkeypatch.setenv("WAN_MCP_CONFIG", str(ROOT / "config.example.json"))
+    from_file = load_settings()
+    defaults = Settings.model_validate({})
+    for name in Settings.model_fields:
+        if name == "data_dir":
+            continue  # platform-specific default; the file shows the Linux one
+        assert getattr(from_file, name) == getattr(defaults, name), name

@@ -1,0 +1,85 @@
+"""Video probe and poster frames with PyAV, on an MP4 made here; and the no-PyAV fallback."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from wan_mcp.core.images import sniff_video
+from wan_mcp.core.media import poster_frame, probe_video
+
+av = pytest.importorskip("av")
+
+
+def _make_mp4(path: Path, *, seconds: float = 1.2, size: tuple[int, int] = (320, 240)) -> None:
+    fps = 25
+    with av.open(str(path), mode="w") as container:
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(int(seconds * fps)):
+            shade = int(255 * i / (seconds * fps))
+            img = Image.new("RGB", size, (shade, 80, 255 - shade))
+            frame = av.VideoFrame.from_image(img)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("media") / "clip.mp4"
+    _make_mp4(path)
+    return path
+
+
+def test_probe_video(mp4: Path) -> None:
+    info = probe_video(mp4)
+    assert info is not None
+    assert (info.width, info.height) == (320, 240)
+    assert 0.9 <= info.duration <= 1.5
+    assert info.has_audio is False
+    assert info.codec in ("h264", "mpeg4")
+    assert sniff_video(mp4.read_bytes()[:64]) == "video/mp4"
+
+
+def test_poster_is_a_small_valid_jpeg(mp4: Path) -> None:
+    data = poster_frame(mp4, max_side=160, max_bytes=24_000)
+    assert data is not None and len(data) <= 24_000
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    assert im.format == "JPEG" and max(im.size) <= 160 and im.size == (160, 120)
+
+
+def test_poster_respects_a_tiny_budget(mp4: Path) -> None:
+    data = poster_frame(mp4, max_side=320, max_bytes=1500)
+    assert data is None or len(data) <= 1500
+
+
+def test_poster_of_a_frame_about_one_second_in(tmp_path: Path) -> None:
+    path = tmp_path / "long.mp4"
+    _make_mp4(path, seconds=2.0)
+    data = poster_frame(path)
+    assert data is not None
+    r, _, b = Image.open(io.BytesIO(data)).convert("RGB").getpixel((10, 10))  # type: ignore[misc]
+    assert r > 60 and b < 200  # not the first (blue) frame: the shade moved towards red
+
+
+def test_undecodable_and_missing_files(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00\x00\x00\x20ftypisom" + b"\x00" * 500)
+    assert poster_frame(junk) is None
+    assert probe_video(junk) is None
+    assert poster_frame(tmp_path / "missing.mp4") is None
+
+
+def test_without_pyav_both_return_none(mp4: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "av", None)  # what `import av` sees when PyAV is absent
+    assert probe_video(mp4) is None
+    assert poster_frame(mp4) is None

@@ -1,0 +1,121 @@
+"""The ``wan-mcp`` command: serve | simulator | demo | doctor. No logic of its own.
+
+Each sub-command parses flags, builds :class:`Settings` (flags win over env and the
+config file) and hands over to the module that does the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, cast
+
+from wan_mcp import __version__
+from wan_mcp.errors import WanError
+
+SIMULATOR_KEY = "sk-simulator-local-demo-key"
+
+
+def _setup_logging() -> None:
+    # stdout is the MCP wire for stdio: everything human goes to stderr.
+    level = os.environ.get("WAN_MCP_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="wan-mcp", description="MCP server for Wan 2.6 video generation (ToAPIs)."
+    )
+    p.add_argument("--version", action="version", version=f"wan-mcp {__version__}")
+    sub = p.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the MCP server (default: stdio)")
+    serve.add_argument("--transport", choices=["stdio", "sse", "http"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--simulate",
+        action="store_true",
+        help="serve against an in-process gateway simulator (no key, no network, no cost)",
+    )
+    serve.add_argument("--base-url", help="gateway base URL (default https://toapis.com)")
+    serve.add_argument("--data-dir", help="journal location")
+    serve.add_argument("--output-dir", help="where videos are saved")
+
+    sim = sub.add_parser("simulator", help="run the offline ToAPIs gateway simulator")
+    sim.add_argument("rest", nargs=argparse.REMAINDER, help="simulator flags (see wan-mcp simulator --help)")
+
+    demo = sub.add_parser("demo", help="the whole flow on the built-in simulator, driven by an MCP client")
+    demo.add_argument("--out", default="wan-mcp-demo", help="folder for inputs, journal and videos")
+    demo.add_argument("--job-seconds", type=float, default=3.0, help="simulated generation time per job")
+
+    sub.add_parser("doctor", help="check configuration, folders, key and gateway reachability")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "simulator":
+        from wan_mcp.simulator.harness import main as simulator_main
+
+        return simulator_main(args_list[1:])
+    args = _parser().parse_args(args_list)
+    _setup_logging()
+    try:
+        if args.command in (None, "serve"):
+            return _serve(args)
+        if args.command == "demo":
+            from wan_mcp.demo import run_demo
+
+            return run_demo(out=args.out, job_seconds=args.job_seconds)
+        if args.command == "doctor":
+            from wan_mcp.doctor import run_doctor
+
+            return run_doctor()
+    except WanError as err:
+        print(f"wan-mcp: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import anyio
+
+    from wan_mcp.config import load_settings
+    from wan_mcp.server.transports import Transport, install_sigterm_as_interrupt, serve
+
+    overrides: dict[str, Any] = {
+        "base_url": getattr(args, "base_url", None),
+        "data_dir": getattr(args, "data_dir", None),
+        "output_dir": getattr(args, "output_dir", None),
+    }
+    transport = getattr(args, "transport", "stdio")
+    host, port = getattr(args, "host", "127.0.0.1"), getattr(args, "port", 8000)
+    install_sigterm_as_interrupt()
+    base = load_settings(**overrides)
+    if getattr(args, "simulate", False) or base.simulate:
+        from wan_mcp.simulator.harness import SimulatorServer
+
+        with SimulatorServer(job_seconds=base.simulator_job_seconds) as sim:
+            logging.getLogger("wan_mcp").info("simulated gateway at %s (no key, no cost)", sim.base_url)
+            settings = load_settings(
+                **{
+                    **overrides,
+                    "base_url": sim.base_url,
+                    "api_key": SIMULATOR_KEY,
+                    "data_dir": base.data_dir / "simulator",
+                    "output_dir": base.output_dir or base.data_dir / "simulator" / "videos",
+                    "allow_private_urls": [*base.allow_private_urls, "127.0.0.1"],
+                }
+            )
+            anyio.run(serve, settings, cast(Transport, transport), host, port)
+        return 0
+    anyio.run(serve, base, cast(Transport, transport), host, port)
+    return 0

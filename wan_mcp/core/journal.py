@@ -1,0 +1,1046 @@
+"""The durable task journal: the product's memory of every paid job.
+
+Why it exists: a video costs money the moment the gateway accepts a create call, and
+an MCP host may kill us at any instant. So the journal is written *around* the POST:
+
+1. :meth:`SqliteJournal.record_submission` commits a ``submitting`` row holding the
+   ``client_business_id`` we are about to send, before the request leaves;
+2. :meth:`SqliteJournal.attach_task` commits the gateway's task id, and only then does the
+   agent hear of it (invariant 3);
+3. after a crash, :meth:`SqliteJournal.unsettled` lists the rows whose POST was never
+   answered so they can be reconciled *by business id*, never re-POSTed (invariant 2).
+
+``TaskJournal`` is a Protocol because the multi-replica deployment will keep this state in
+Redis; :class:`SqliteJournal` is the embedded default and the reference semantics.
+
+Secrets: callers store the exact wire *body* (``payload``), which never holds the API key;
+the key travels only in the ``Authorization`` header, which never reaches this module
+(invariant 5). Journal failures surface as ``WanError(ErrorCode.JOURNAL)`` with a hint that
+names the file and the fix; no raw ``sqlite3`` exception escapes.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import os
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol, TypeVar, cast, get_args
+
+import anyio
+import anyio.to_thread
+
+from wan_mcp.errors import ErrorCode, WanError
+
+__all__ = [
+    "ACTIVE",
+    "SCHEMA_VERSION",
+    "TERMINAL",
+    "UNSETTLED",
+    "SqliteJournal",
+    "TaskJournal",
+    "TaskRecord",
+    "TaskStatus",
+    "UploadKind",
+    "UploadRecord",
+]
+
+TaskStatus = Literal["submitting", "unconfirmed", "rejected", "queued", "in_progress", "completed", "failed"]
+UploadKind = Literal["image", "video"]
+
+STATUSES: Final[frozenset[str]] = frozenset(get_args(TaskStatus))
+#: No further change is expected upstream; a row in one of these never leaves it.
+TERMINAL: Final[frozenset[str]] = frozenset({"completed", "failed", "rejected"})
+#: The POST outcome is not known yet: reconcile these by business id at start-up.
+UNSETTLED: Final[frozenset[str]] = frozenset({"submitting", "unconfirmed"})
+#: A task exists upstream and is still running: the tracker resumes polling these.
+ACTIVE: Final[frozenset[str]] = frozenset({"queued", "in_progress"})
+
+# Status only moves forward. A stale poll (another replica, a lagging gateway cache) must
+# not turn "in_progress" back into "queued", and nothing leaves a terminal state.
+_RANK: Final[Mapping[str, int]] = {
+    "submitting": 0,
+    "unconfirmed": 0,
+    "queued": 1,
+    "in_progress": 2,
+    "completed": 3,
+    "failed": 3,
+    "rejected": 3,
+}
+
+_APPLICATION_ID: Final = 0x57414E4D  # "WANM": tells our file apart from any other SQLite database
+_MAX_LIST_LIMIT: Final = 1000
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One submission and, once the gateway answered, its task: everything an agent may ask later."""
+
+    business_id: str
+    task_id: str | None
+    model: str
+    mode: str
+    status: TaskStatus
+    progress: int | None
+    payload: dict[str, Any]  # the exact wire body sent (it contains no secrets)
+    fingerprint: str  # hash of the canonical request, for duplicate detection
+    created_at: float  # unix seconds
+    updated_at: float  # unix seconds
+    video_url: str | None
+    expires_at: int | None
+    error_code: str | None
+    error_message: str | None
+    local_path: str | None
+    sha256: str | None
+    size_bytes: int | None
+
+    @property
+    def id(self) -> str:
+        """The id an agent should use: the gateway's once known, else ours (still resolvable)."""
+        return self.task_id or self.business_id
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """A file already uploaded, keyed by content hash so the same bytes are never paid for twice."""
+
+    sha256: str
+    kind: UploadKind
+    url: str
+    mime_type: str
+    size_bytes: int
+    width: int | None
+    height: int | None
+    created_at: float
+    changes: tuple[str, ...]  # what we did to the file before uploading (e.g. "converted HEIC to JPEG")
+
+
+class TaskJournal(Protocol):
+    """What the service and tracker need from durable state; SQLite today, Redis for replicas later.
+
+    Contract shared by every implementation: writes are durable when the call returns; a
+    terminal row never changes status; progress never decreases; a completed row keeps its
+    URL; ids may be the gateway task id or our business id.
+    """
+
+    async def record_submission(
+        self, *, business_id: str, model: str, mode: str, payload: dict[str, Any], fingerprint: str
+    ) -> TaskRecord: ...
+
+    async def attach_task(
+        self, business_id: str, *, task_id: str, status: TaskStatus, progress: int | None = None
+    ) -> TaskRecord: ...
+
+    async def mark_unconfirmed(
+        self, business_id: str, *, error_code: str, error_message: str
+    ) -> TaskRecord: ...
+
+    async def mark_rejected(self, business_id: str, *, error_code: str, error_message: str) -> TaskRecord: ...
+
+    async def update_status(
+        self,
+        id_or_business_id: str,
+        *,
+        status: TaskStatus,
+        progress: int | None = None,
+        video_url: str | None = None,
+        expires_at: int | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> TaskRecord: ...
+
+    async def get(self, id_or_business_id: str) -> TaskRecord | None: ...
+
+    async def list(
+        self, *, status: str | None = None, limit: int = 20, before: float | None = None
+    ) -> builtins.list[TaskRecord]: ...
+
+    async def unsettled(self) -> builtins.list[TaskRecord]: ...
+
+    async def active(self) -> builtins.list[TaskRecord]: ...
+
+    async def find_recent_duplicate(self, fingerprint: str, within_seconds: float) -> TaskRecord | None: ...
+
+    async def get_upload(self, sha256: str, kind: str) -> UploadRecord | None: ...
+
+    async def put_upload(self, rec: UploadRecord) -> None: ...
+
+    async def record_download(
+        self, id_or_business_id: str, *, local_path: str, sha256: str, size_bytes: int
+    ) -> TaskRecord: ...
+
+    async def claim_download(self, task_id: str, owner: str, ttl_seconds: float) -> bool: ...
+
+    async def release_download(self, task_id: str, owner: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+# --- schema -----------------------------------------------------------------------
+
+# One table for submissions and tasks, keyed by OUR business id: the row exists before the
+# gateway has named the task, and a separate tasks table would need a two-table transaction
+# (and a join for every list) for what is a 1:1 relation. task_id is unique where present.
+# Each migration runs in one IMMEDIATE transaction together with the user_version bump, so
+# two processes starting at once cannot both apply it. Append only; never edit a shipped one.
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        f"PRAGMA application_id = {_APPLICATION_ID}",
+        """
+        CREATE TABLE tasks (
+            business_id   TEXT PRIMARY KEY,
+            task_id       TEXT,
+            model         TEXT NOT NULL,
+            mode          TEXT NOT NULL,
+            status        TEXT NOT NULL CHECK (status IN ('submitting', 'unconfirmed', 'rejected',
+                                                          'queued', 'in_progress', 'completed', 'failed')),
+            progress      INTEGER,
+            payload       TEXT NOT NULL,
+            fingerprint   TEXT NOT NULL,
+            created_at    REAL NOT NULL,
+            updated_at    REAL NOT NULL,
+            video_url     TEXT,
+            expires_at    INTEGER,
+            error_code    TEXT,
+            error_message TEXT,
+            local_path    TEXT,
+            sha256        TEXT,
+            size_bytes    INTEGER
+        )
+        """,
+        "CREATE UNIQUE INDEX tasks_task_id ON tasks (task_id) WHERE task_id IS NOT NULL",
+        "CREATE INDEX tasks_created ON tasks (created_at)",
+        "CREATE INDEX tasks_status_created ON tasks (status, created_at)",
+        "CREATE INDEX tasks_fingerprint ON tasks (fingerprint, created_at)",
+        """
+        CREATE TABLE uploads (
+            sha256     TEXT NOT NULL,
+            kind       TEXT NOT NULL CHECK (kind IN ('image', 'video')),
+            url        TEXT NOT NULL,
+            mime_type  TEXT NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            width      INTEGER,
+            height     INTEGER,
+            created_at REAL NOT NULL,
+            changes    TEXT NOT NULL DEFAULT '[]',
+            PRIMARY KEY (sha256, kind)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE download_leases (
+            task_id     TEXT PRIMARY KEY,
+            owner       TEXT NOT NULL,
+            acquired_at REAL NOT NULL,
+            expires_at  REAL NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ),
+)
+
+#: The schema version this code writes; a file with a higher ``user_version`` is refused.
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+_TASK_COLUMNS: Final = (
+    "business_id, task_id, model, mode, status, progress, payload, fingerprint, created_at, updated_at, "
+    "video_url, expires_at, error_code, error_message, local_path, sha256, size_bytes"
+)
+
+
+def _list_sql(*, by_status: bool, paged: bool) -> str:
+    """The SQL behind :meth:`SqliteJournal.list`; a function so a test can EXPLAIN exactly it.
+
+    ``ORDER BY created_at DESC, rowid DESC`` is satisfied by walking ``tasks_created`` (or
+    ``tasks_status_created``) backwards, as an index entry ends with the rowid: no sort step,
+    so the cost is O(limit) however long the journal grows.
+    """
+    where: builtins.list[str] = []
+    if by_status:
+        where.append("status = :status")
+    if paged:
+        where.append("created_at < :before")
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return f"SELECT {_TASK_COLUMNS} FROM tasks{clause} ORDER BY created_at DESC, rowid DESC LIMIT :limit"  # noqa: S608
+
+
+def _row_to_task(row: sqlite3.Row) -> TaskRecord:
+    return TaskRecord(
+        business_id=row["business_id"],
+        task_id=row["task_id"],
+        model=row["model"],
+        mode=row["mode"],
+        status=cast(TaskStatus, row["status"]),
+        progress=row["progress"],
+        payload=json.loads(row["payload"]),
+        fingerprint=row["fingerprint"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        video_url=row["video_url"],
+        expires_at=row["expires_at"],
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        local_path=row["local_path"],
+        sha256=row["sha256"],
+        size_bytes=row["size_bytes"],
+    )
+
+
+def _row_to_upload(row: sqlite3.Row) -> UploadRecord:
+    return UploadRecord(
+        sha256=row["sha256"],
+        kind=cast(UploadKind, row["kind"]),
+        url=row["url"],
+        mime_type=row["mime_type"],
+        size_bytes=row["size_bytes"],
+        width=row["width"],
+        height=row["height"],
+        created_at=row["created_at"],
+        changes=tuple(json.loads(row["changes"])),
+    )
+
+
+def _check_status(status: str) -> None:
+    # A typo here would write a row the CHECK constraint rejects as a cryptic IntegrityError.
+    if status not in STATUSES:
+        raise ValueError(f"unknown task status {status!r}; allowed: {sorted(STATUSES)}")
+
+
+class SqliteJournal:
+    """The embedded journal: one SQLite file in WAL mode, shareable by several processes.
+
+    Every call runs on a worker thread so a slow disk (fsync) never stalls the event loop.
+    One connection per instance, serialised by a capacity limiter of one (callers queue in
+    the event loop rather than each holding a worker thread) and a thread lock (so the
+    connection is never used by two threads even if the limiter were bypassed). Writes use
+    ``BEGIN IMMEDIATE`` so the write lock is taken up front and waited for under
+    ``busy_timeout``, instead of failing half-way when another process writes.
+    """
+
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, *, busy_timeout: float, clock: Callable[[], float]
+    ) -> None:
+        """Use :meth:`open`; this only wires an already prepared connection."""
+        self._conn: sqlite3.Connection | None = conn
+        self._path = path
+        self._busy_timeout = busy_timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._limiter = anyio.CapacityLimiter(1)
+        self._synchronous: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # --- opening ------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        *,
+        busy_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> SqliteJournal:
+        """Open (creating if needed) and migrate the journal at ``path``.
+
+        ``clock`` must be wall-clock time: lease expiry and duplicate windows are compared
+        across processes, where a monotonic clock means nothing.
+        """
+        path = Path(path)
+
+        def prepare() -> sqlite3.Connection:
+            try:
+                return _connect(path, busy_timeout)
+            except sqlite3.Error as exc:
+                raise _translate(exc, path, busy_timeout) from exc
+            except OSError as exc:
+                raise WanError(
+                    ErrorCode.JOURNAL,
+                    f"cannot open or create the task journal {path}: {exc.strerror or exc}",
+                    hint=_HINT_UNWRITABLE,
+                ) from exc
+
+        conn = await anyio.to_thread.run_sync(prepare)
+        return cls(conn, path, busy_timeout=busy_timeout, clock=clock)
+
+    # --- plumbing -----------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await anyio.to_thread.run_sync(self._run, fn, limiter=self._limiter)
+
+    def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise WanError(
+                    ErrorCode.JOURNAL,
+                    f"the task journal {self._path} is already closed",
+                    hint="this is a wan-mcp bug (journal used after shutdown); restart the server",
+                )
+            try:
+                return fn(conn)
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # the original error is the one to report
+                        conn.execute("ROLLBACK")
+                raise _translate(exc, self._path, self._busy_timeout) from exc
+
+    def _write(self, conn: sqlite3.Connection, body: Callable[[], T], *, durable: bool) -> T:
+        """Run ``body`` in one IMMEDIATE transaction.
+
+        ``durable`` rows (submissions, task ids, their outcome) commit with
+        ``synchronous=FULL``: WAL + NORMAL survives a process crash but may lose the last
+        commits on power loss, and a lost submission row is a paid job we can no longer
+        reconcile. Status/upload/lease rows are re-derivable from the gateway, so they take
+        the cheaper NORMAL. (An fsync of the WAL also covers every earlier NORMAL frame.)
+        """
+        level = "FULL" if durable else "NORMAL"
+        if self._synchronous != level:
+            conn.execute(f"PRAGMA synchronous = {level}")
+            self._synchronous = level
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body()
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # keep the original error
+                    conn.execute("ROLLBACK")
+            raise
+        return result
+
+    @staticmethod
+    def _fetch_task(conn: sqlite3.Connection, ident: str) -> sqlite3.Row | None:
+        # The gateway's id first: that is what agents hold. Our business id still resolves,
+        # so a task whose POST went unanswered can be looked up too.
+        row: sqlite3.Row | None = conn.execute(
+            f"SELECT rowid AS rid, {_TASK_COLUMNS} FROM tasks WHERE task_id = ?",  # noqa: S608
+            (ident,),
+        ).fetchone()
+        if row is None:
+            row = conn.execute(
+                f"SELECT rowid AS rid, {_TASK_COLUMNS} FROM tasks WHERE business_id = ?",  # noqa: S608
+                (ident,),
+            ).fetchone()
+        return row
+
+    def _require_task(self, conn: sqlite3.Connection, ident: str) -> sqlite3.Row:
+        row = self._fetch_task(conn, ident)
+        if row is None:
+            raise WanError(
+                ErrorCode.NOT_FOUND,
+                f"task {ident} is not in the local journal",
+                hint="check the id with list_tasks; an id from elsewhere can be queried with get_task_status",
+                task_id=ident,
+            )
+        return row
+
+    @staticmethod
+    def _reload(conn: sqlite3.Connection, rid: int) -> TaskRecord:
+        row = conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE rowid = ?", (rid,)).fetchone()  # noqa: S608
+        assert row is not None  # we hold the write lock; the row cannot vanish
+        return _row_to_task(row)
+
+    @staticmethod
+    def _set(conn: sqlite3.Connection, rid: int, values: Mapping[str, object]) -> None:
+        assignments = ", ".join(f"{name} = :{name}" for name in values)
+        conn.execute(f"UPDATE tasks SET {assignments} WHERE rowid = :rid", {**values, "rid": rid})  # noqa: S608
+
+    # --- submissions --------------------------------------------------------------
+
+    async def record_submission(
+        self, *, business_id: str, model: str, mode: str, payload: dict[str, Any], fingerprint: str
+    ) -> TaskRecord:
+        """Commit the ``submitting`` row before the POST leaves, so a crash mid-call is recoverable.
+
+        Re-recording an identical submission returns the existing row (whatever its status
+        now); the same business id with a different request is a JOURNAL error.
+        """
+        if not business_id:
+            raise ValueError("business_id must be a non-empty string")
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+        def work(conn: sqlite3.Connection) -> TaskRecord:
+            now = self._clock()
+
+            def insert() -> TaskRecord:
+                try:
+                    cur = conn.execute(
+                        f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, NULL, ?, ?, 'submitting', NULL, "  # noqa: S608
+                        "?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+                        (business_id, model, mode, body, fingerprint, now, now),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    # Recording the very same submission twice (e.g. two callers importing
+                    # one foreign task id at once) is harmless: hand back the existing row.
+                    same = conn.execute(
+                        f"SELECT rowid AS rid, {_TASK_COLUMNS} FROM tasks WHERE business_id = ? "  # noqa: S608
+                        "AND model = ? AND mode = ? AND payload = ? AND fingerprint = ?",
+                        (business_id, model, mode, body, fingerprint),
+                    ).fetchone()
+                    if same is not None:
+                        return _row_to_task(same)
+                    raise WanError(
+                        ErrorCode.JOURNAL,
+                        f"business id {business_id} is already in the task journal {self._path} "
+                        "for a different request",
+                        hint="this is a wan-mcp bug: every submission needs a fresh client_business_id",
+                    ) from exc
+                assert cur.lastrowid is not None
+                return self._reload(conn, cur.lastrowid)
+
+            return self._write(conn, insert, durable=True)
+
+        return await self._call(work)
+
+    async def attach_task(
+        self, business_id: str, *, task_id: str, status: TaskStatus, progress: int | None = None
+    ) -> TaskRecord:
+        """Bind the gateway's task id to our submission; durable before the agent is told.
+
+        Idempotent for the same id (a reconcile racing the POST's own answer is harmless).
+        A ``rejected`` row is revived: a task id is proof the gateway did accept the job, and
+        a paid job must never stay hidden behind a wrong "nothing was billed".
+        """
+        _check_status(status)
+        if not task_id:
+            raise ValueError("task_id must be a non-empty string")
+
+        def work(conn: sqlite3.Connection) -> TaskRecord:
+            def attach() -> TaskRecord:
+                row = self._require_task(conn, business_id)
+                if row["business_id"] != business_id:
+                    raise ValueError(f"attach_task needs a business id, got task id {business_id!r}")
+                rid = int(row["rid"])
+                bound = row["task_id"]
+                if bound is not None and bound != task_id:
+                    raise WanError(
+                        ErrorCode.JOURNAL,
+                        f"business id {business_id} is already bound to task {bound} in {self._path}; "
+                        f"refusing to rebind it to {task_id}",
+                        hint=f"both tasks exist upstream: query {bound} and {task_id} with get_task_status",
+                        task_id=bound,
+                    )
+                other = conn.execute(
+                    "SELECT business_id FROM tasks WHERE task_id = ? AND business_id != ?",
+                    (task_id, business_id),
+                ).fetchone()
+                if other is not None:
+                    raise WanError(
+                        ErrorCode.JOURNAL,
+                        f"task {task_id} is already recorded for business id {other['business_id']} "
+                        f"in {self._path}, not {business_id}",
+                        hint="a wan-mcp bug or a gateway id collision; the recorded task is unaffected",
+                        task_id=task_id,
+                    )
+                now = self._clock()
+                current = row["status"]
+                values: dict[str, object] = {"task_id": task_id, "updated_at": now}
+                if current in UNSETTLED or current == "rejected":
+                    # The submission is now settled: the earlier "unconfirmed"/"rejected"
+                    # diagnosis no longer applies.
+                    values.update(status=status, error_code=None, error_message=None)
+                    values["progress"] = progress if progress is not None else row["progress"]
+                else:
+                    values.update(_merge_status(row, status=status, progress=progress))
+                self._set(conn, rid, values)
+                return self._reload(conn, rid)
+
+            return self._write(conn, attach, durable=True)
+
+        return await self._call(work)
+
+    async def mark_unconfirmed(self, business_id: str, *, error_code: str, error_message: str) -> TaskRecord:
+        """Record that reconciling could not tell whether the create happened.
+
+        Only an unsettled row changes: if a task id was attached meanwhile (or the row was
+        settled otherwise) the newer knowledge wins and the row is returned as is.
+        """
+        return await self._settle(business_id, "unconfirmed", error_code, error_message)
+
+    async def mark_rejected(self, business_id: str, *, error_code: str, error_message: str) -> TaskRecord:
+        """Record a definitive refusal of the create (4xx): no task exists, nothing was billed.
+
+        Ignored for a row that already has a task id: the gateway accepted that one, and
+        calling it rejected would hide a paid job.
+        """
+        return await self._settle(business_id, "rejected", error_code, error_message)
+
+    async def _settle(
+        self,
+        business_id: str,
+        status: Literal["unconfirmed", "rejected"],
+        error_code: str,
+        error_message: str,
+    ) -> TaskRecord:
+        def work(conn: sqlite3.Connection) -> TaskRecord:
+            def settle() -> TaskRecord:
+                row = self._require_task(conn, business_id)
+                rid = int(row["rid"])
+                if row["task_id"] is None and row["status"] in UNSETTLED:
+                    self._set(
+                        conn,
+                        rid,
+                        {
+                            "status": status,
+                            "error_code": error_code,
+                            "error_message": error_message,
+                            "updated_at": self._clock(),
+                        },
+                    )
+                return self._reload(conn, rid)
+
+            return self._write(conn, settle, durable=True)
+
+        return await self._call(work)
+
+    # --- status -------------------------------------------------------------------
+
+    async def update_status(
+        self,
+        id_or_business_id: str,
+        *,
+        status: TaskStatus,
+        progress: int | None = None,
+        video_url: str | None = None,
+        expires_at: int | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> TaskRecord:
+        """Fold one observation of the task into its row, monotonically.
+
+        Observations arrive out of order (several waiters, replicas, retried polls), so the
+        row only moves forward: status never goes back (and a terminal one never changes),
+        progress never decreases, and ``None`` means "no news", never "erase": a completed
+        row keeps its URL. A repeated terminal observation may refresh non-empty fields
+        (e.g. a re-signed URL with a later expiry). Unknown id: ``WanError(NOT_FOUND)``.
+        """
+        _check_status(status)
+
+        def work(conn: sqlite3.Connection) -> TaskRecord:
+            def update() -> TaskRecord:
+                row = self._require_task(conn, id_or_business_id)
+                rid = int(row["rid"])
+                values = _merge_status(
+                    row,
+                    status=status,
+                    progress=progress,
+                    video_url=video_url,
+                    expires_at=expires_at,
+                    error_code=error_code,
+                    error_message=error_message,
+                )
+                if values:
+                    values["updated_at"] = self._clock()
+                    self._set(conn, rid, values)
+                return self._reload(conn, rid)
+
+            # A terminal status is worth an fsync: it ends polling and billing questions.
+            return self._write(conn, update, durable=status in TERMINAL)
+
+        return await self._call(work)
+
+    # --- reads --------------------------------------------------------------------
+
+    async def get(self, id_or_business_id: str) -> TaskRecord | None:
+        def work(conn: sqlite3.Connection) -> TaskRecord | None:
+            row = self._fetch_task(conn, id_or_business_id)
+            return None if row is None else _row_to_task(row)
+
+        return await self._call(work)
+
+    async def list(
+        self, *, status: str | None = None, limit: int = 20, before: float | None = None
+    ) -> builtins.list[TaskRecord]:
+        """Newest first; ``before`` (a ``created_at``) pages further back.
+
+        A bad ``status`` is the agent's input passed through, so it is answered as an
+        invalid request naming the allowed values; ``limit`` is capped at 1000.
+        """
+        if status is not None and status not in STATUSES:
+            raise WanError(
+                ErrorCode.INVALID_REQUEST,
+                f"unknown task status {status!r}",
+                field="status",
+                allowed=sorted(STATUSES),
+                hint="omit status to list every task",
+            )
+        sql = _list_sql(by_status=status is not None, paged=before is not None)
+        params: dict[str, object] = {"limit": max(0, min(int(limit), _MAX_LIST_LIMIT))}
+        if status is not None:
+            params["status"] = status
+        if before is not None:
+            params["before"] = float(before)
+
+        def work(conn: sqlite3.Connection) -> builtins.list[TaskRecord]:
+            return [_row_to_task(r) for r in conn.execute(sql, params).fetchall()]
+
+        return await self._call(work)
+
+    async def unsettled(self) -> builtins.list[TaskRecord]:
+        """Submissions whose POST outcome is unknown, oldest first (the order they were sent)."""
+        return await self._by_statuses(UNSETTLED)
+
+    async def active(self) -> builtins.list[TaskRecord]:
+        """Tasks running upstream (queued/in_progress), oldest first: the tracker resumes these."""
+        return await self._by_statuses(ACTIVE)
+
+    async def _by_statuses(self, statuses: frozenset[str]) -> builtins.list[TaskRecord]:
+        marks = ", ".join("?" for _ in statuses)
+        sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE status IN ({marks}) ORDER BY created_at, rowid"  # noqa: S608
+
+        def work(conn: sqlite3.Connection) -> builtins.list[TaskRecord]:
+            return [_row_to_task(r) for r in conn.execute(sql, sorted(statuses)).fetchall()]
+
+        return await self._call(work)
+
+    async def find_recent_duplicate(self, fingerprint: str, within_seconds: float) -> TaskRecord | None:
+        """The newest non-rejected task with this fingerprint created within the window.
+
+        Rejected rows never count: nothing was created or billed, so re-sending is no duplicate.
+        """
+
+        def work(conn: sqlite3.Connection) -> TaskRecord | None:
+            row = conn.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks "  # noqa: S608
+                "WHERE fingerprint = ? AND created_at >= ? AND status != 'rejected' "
+                "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                (fingerprint, self._clock() - within_seconds),
+            ).fetchone()
+            return None if row is None else _row_to_task(row)
+
+        return await self._call(work)
+
+    # --- uploads ------------------------------------------------------------------
+
+    async def get_upload(self, sha256: str, kind: str) -> UploadRecord | None:
+        def work(conn: sqlite3.Connection) -> UploadRecord | None:
+            row = conn.execute(
+                "SELECT sha256, kind, url, mime_type, size_bytes, width, height, created_at, changes "
+                "FROM uploads WHERE sha256 = ? AND kind = ?",
+                (sha256, kind),
+            ).fetchone()
+            return None if row is None else _row_to_upload(row)
+
+        return await self._call(work)
+
+    async def put_upload(self, rec: UploadRecord) -> None:
+        """Insert or replace: the newest upload of the same bytes is the one whose URL is freshest."""
+        changes = json.dumps(list(rec.changes), ensure_ascii=False)
+
+        def work(conn: sqlite3.Connection) -> None:
+            def put() -> None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO uploads "
+                    "(sha256, kind, url, mime_type, size_bytes, width, height, created_at, changes) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        rec.sha256,
+                        rec.kind,
+                        rec.url,
+                        rec.mime_type,
+                        rec.size_bytes,
+                        rec.width,
+                        rec.height,
+                        rec.created_at,
+                        changes,
+                    ),
+                )
+
+            self._write(conn, put, durable=False)
+
+        await self._call(work)
+
+    # --- downloads ----------------------------------------------------------------
+
+    async def record_download(
+        self, id_or_business_id: str, *, local_path: str, sha256: str, size_bytes: int
+    ) -> TaskRecord:
+        """Remember where the result file is, so later calls answer from disk, not the network."""
+
+        def work(conn: sqlite3.Connection) -> TaskRecord:
+            def record() -> TaskRecord:
+                row = self._require_task(conn, id_or_business_id)
+                rid = int(row["rid"])
+                self._set(
+                    conn,
+                    rid,
+                    {
+                        "local_path": local_path,
+                        "sha256": sha256,
+                        "size_bytes": size_bytes,
+                        "updated_at": self._clock(),
+                    },
+                )
+                return self._reload(conn, rid)
+
+            return self._write(conn, record, durable=False)
+
+        return await self._call(work)
+
+    async def claim_download(self, task_id: str, owner: str, ttl_seconds: float) -> bool:
+        """Take (or renew) the lease to download ``task_id``'s file; False if someone else holds it.
+
+        A lease, not a lock, because the holder may die mid-download: once ``ttl_seconds``
+        pass without renewal, another process may take over. The holder renews by claiming
+        again with the same ``owner``. After a successful claim, re-read the task: the
+        previous holder may have finished (``local_path`` set) just before releasing.
+        """
+        if ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be positive")
+
+        def work(conn: sqlite3.Connection) -> bool:
+            def claim() -> bool:
+                now = self._clock()
+                row = conn.execute(
+                    "SELECT owner, expires_at FROM download_leases WHERE task_id = ?", (task_id,)
+                ).fetchone()
+                if row is not None and row["owner"] != owner and row["expires_at"] > now:
+                    return False
+                acquired = now if row is None or row["owner"] != owner else None
+                conn.execute(
+                    "INSERT INTO download_leases (task_id, owner, acquired_at, expires_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET owner = excluded.owner, "
+                    "expires_at = excluded.expires_at, acquired_at = COALESCE(?, acquired_at)",
+                    (task_id, owner, now, now + ttl_seconds, acquired),
+                )
+                return True
+
+            return self._write(conn, claim, durable=False)
+
+        return await self._call(work)
+
+    async def release_download(self, task_id: str, owner: str) -> None:
+        """Drop the lease if we still hold it; a lease taken over by someone else is left alone."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            def release() -> None:
+                conn.execute("DELETE FROM download_leases WHERE task_id = ? AND owner = ?", (task_id, owner))
+
+            self._write(conn, release, durable=False)
+
+        await self._call(work)
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the connection (idempotent). Every committed write is already on disk."""
+
+        def work() -> None:
+            with self._lock:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    try:
+                        # Fold the WAL back into the main file so a copied/backed-up .sqlite3
+                        # is complete on its own; harmless if another process still reads it.
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    except sqlite3.Error:
+                        pass
+                    finally:
+                        conn.close()
+
+        await anyio.to_thread.run_sync(work, limiter=self._limiter)
+
+    async def __aenter__(self) -> SqliteJournal:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+# --- status folding ---------------------------------------------------------------
+
+
+def _merge_status(
+    row: sqlite3.Row, *, status: str, progress: int | None, **fields: object
+) -> dict[str, object]:
+    """The column changes one observation makes to a row, under the monotonic rules.
+
+    Returns only columns that change, so an empty dict means "stale or repeated news".
+    """
+    current = row["status"]
+    changes: dict[str, object] = {}
+    if current in TERMINAL:
+        if status != current:
+            return {}  # a terminal row never changes status, nor takes a contradicting story
+        # Same terminal state again: allow filling/refreshing non-empty fields only.
+        for name, value in fields.items():
+            if value is not None and value != row[name]:
+                changes[name] = value
+        if progress is not None and (row["progress"] is None or progress > row["progress"]):
+            changes["progress"] = progress
+        return changes
+    if _RANK[status] >= _RANK[current] and status != current:
+        changes["status"] = status
+        if status == "completed":
+            # Any error noted on the way (e.g. an unconfirmed create) is moot now.
+            changes.update(error_code=None, error_message=None)
+    if progress is not None and (row["progress"] is None or progress > row["progress"]):
+        changes["progress"] = progress
+    if _RANK[status] >= _RANK[current]:
+        for name, value in fields.items():
+            if value is not None and value != row[name]:
+                changes[name] = value
+    return changes
+
+
+# --- connection set-up and error translation --------------------------------------
+
+_HINT_CORRUPT = (
+    "the file is corrupt: move it aside (e.g. rename it to '{name}.corrupt') and restart wan-mcp, which "
+    "starts a fresh journal; tasks already submitted can be recovered by id from the gateway "
+    "with get_task_status"
+)
+_HINT_LOCKED = (
+    "another process holds a lock on the journal (probably a second wan-mcp using the same data dir); "
+    "retry in a moment, or give each server its own WAN_MCP_DATA_DIR"
+)
+_HINT_UNWRITABLE = (
+    "check that the directory exists and is writable by this user and the disk is not full, "
+    "or set WAN_MCP_DATA_DIR to a writable directory"
+)
+
+
+def _translate(exc: sqlite3.Error, path: Path, busy_timeout: float) -> WanError:
+    """Turn a sqlite3 failure into the one error type, with the file and the fix in it."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    detail = str(exc)
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or (
+        primary is None and ("not a database" in detail or "malformed" in detail)
+    ):
+        return WanError(
+            ErrorCode.JOURNAL,
+            f"the task journal {path} is corrupt or not a SQLite database ({detail})",
+            hint=_HINT_CORRUPT.format(name=path.name),
+        )
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (primary is None and "locked" in detail):
+        return WanError(
+            ErrorCode.JOURNAL,
+            f"the task journal {path} stayed locked for more than {busy_timeout:g}s ({detail})",
+            hint=_HINT_LOCKED,
+        )
+    if primary in (
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_AUTH,
+    ):
+        return WanError(
+            ErrorCode.JOURNAL, f"cannot write the task journal {path} ({detail})", hint=_HINT_UNWRITABLE
+        )
+    return WanError(
+        ErrorCode.JOURNAL,
+        f"the task journal {path} failed: {detail}",
+        hint=f"restart wan-mcp; if this repeats, {_HINT_CORRUPT.format(name=path.name)}",
+    )
+
+
+def _secure_file(path: Path) -> None:
+    """Create the DB file 0600 before SQLite does: it holds every prompt the user wrote.
+
+    SQLite gives the -wal/-shm files the main file's mode, so securing this one suffices;
+    an existing file with looser permissions (older version, copied in) is tightened.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.name == "posix" and stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """Open, configure and migrate; blocking, so it runs on a worker thread."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _secure_file(path)
+    conn = sqlite3.connect(
+        path,
+        timeout=busy_timeout,
+        isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+        check_same_thread=False,  # used from anyio worker threads, serialised by our lock
+    )
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        # The first statement that reads the file: garbage bytes fail here as NOTADB.
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise WanError(
+                ErrorCode.JOURNAL,
+                f"the task journal {path} cannot use write-ahead logging (journal_mode={mode})",
+                hint="put WAN_MCP_DATA_DIR on a local disk (network file systems cannot share WAL journals)",
+            )
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_identity(conn: sqlite3.Connection, path: Path, version: int) -> None:
+    """Refuse a file from a newer wan-mcp or from another application before touching it."""
+    if version > SCHEMA_VERSION:
+        raise WanError(
+            ErrorCode.JOURNAL,
+            f"the task journal {path} has schema version {version}, newer than this wan-mcp understands "
+            f"({SCHEMA_VERSION})",
+            hint="upgrade wan-mcp, or set WAN_MCP_DATA_DIR to another directory; do not delete the file, "
+            "it lists tasks that were paid for",
+        )
+    app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    foreign = app_id not in (0, _APPLICATION_ID)
+    if not foreign and version == 0:
+        # An un-migrated file must be empty; tables in it mean someone else's database.
+        foreign = conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is not None
+    if foreign:
+        raise WanError(
+            ErrorCode.JOURNAL,
+            f"{path} is a SQLite database but not a wan-mcp task journal",
+            hint="point WAN_MCP_DATA_DIR at a directory of its own; wan-mcp will not modify this file",
+        )
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Apply pending migrations, each atomically with its ``user_version`` bump.
+
+    Runs on every open, also for an up-to-date file: the IMMEDIATE transaction is what
+    makes the version/identity check race-free against a second process starting.
+    """
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Read under the write lock: another process may be migrating at the same moment,
+            # and identity checks must see one consistent snapshot.
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            _check_identity(conn, path, version)
+            if version == SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                return
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # keep the original error
+                    conn.execute("ROLLBACK")
+            raise

@@ -1,0 +1,125 @@
+"""Video probing and poster frames through PyAV, which is optional.
+
+PyAV is a heavy binary wheel that some hosts cannot install, so it is imported inside
+the functions: without it :func:`probe_video` and :func:`poster_frame` return None and
+the server still works, just without dimensions and thumbnails. Both are blocking;
+callers run them via ``anyio.to_thread``.
+
+The poster is a results-as-links companion: a tiny JPEG under a strict byte budget, so
+returning it inline never blows an agent's context.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+__all__ = ["VideoInfo", "poster_frame", "probe_video"]
+
+_POSTER_AT_SECONDS = 1.0
+_MAX_DECODED_FRAMES = 240  # bounds the work for a file with a broken index
+_POSTER_QUALITIES = (80, 70, 60, 50, 40, 30)
+_MIN_POSTER_SIDE = 48
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    duration: float
+    has_audio: bool
+    codec: str
+
+
+def _av() -> Any | None:
+    try:
+        import av
+    except ImportError:
+        return None
+    return av
+
+
+def probe_video(path: Path) -> VideoInfo | None:
+    """Dimensions, duration, audio and codec of ``path``, or None when unknown.
+
+    None covers both "PyAV is not installed" and "not a readable video": callers use
+    this to enrich a result they already have (a downloaded file), and a missing probe
+    must never turn a finished task into an error. Callers that need a verdict on an
+    input file sniff its bytes with ``sniff_video`` first.
+    """
+    av = _av()
+    if av is None:
+        return None
+    try:
+        with av.open(str(path), mode="r") as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            duration = 0.0
+            if container.duration is not None:
+                duration = float(container.duration) / float(av.time_base)
+            elif stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            return VideoInfo(
+                width=int(stream.codec_context.width),
+                height=int(stream.codec_context.height),
+                duration=round(duration, 3),
+                has_audio=bool(container.streams.audio),
+                codec=str(stream.codec_context.name),
+            )
+    except Exception:  # PyAV raises its own FFmpegError tree plus OSError/ValueError
+        return None
+
+
+def _grab_frame(av: Any, path: Path) -> Image.Image | None:
+    with av.open(str(path), mode="r") as container:
+        if not container.streams.video:
+            return None
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        target = None
+        duration = container.duration / av.time_base if container.duration else 0.0
+        if duration > _POSTER_AT_SECONDS * 1.5 and stream.time_base is not None:
+            target = int(_POSTER_AT_SECONDS / stream.time_base)
+            try:
+                container.seek(target, stream=stream, backward=True, any_frame=False)
+            except Exception:  # unseekable: decode from the start instead
+                container.seek(0)
+                target = None
+        first: Image.Image | None = None
+        for count, frame in enumerate(container.decode(stream)):
+            image: Image.Image = frame.to_image()
+            if first is None:
+                first = image
+            if target is None or frame.pts is None or frame.pts >= target or count >= _MAX_DECODED_FRAMES:
+                return image
+        return first
+
+
+def poster_frame(path: Path, *, max_side: int = 320, max_bytes: int = 24_000) -> bytes | None:
+    """A small JPEG of the frame about 1 s in (or the first); None without PyAV or a decodable frame."""
+    av = _av()
+    if av is None:
+        return None
+    try:
+        image = _grab_frame(av, path)
+    except Exception:  # a poster is a nicety: any decoder failure just means no poster
+        return None
+    if image is None:
+        return None
+    image = image.convert("RGB")
+    side = max_side
+    while side >= _MIN_POSTER_SIDE:
+        thumb = image.copy()
+        thumb.thumbnail((side, side), Image.Resampling.LANCZOS)
+        for quality in _POSTER_QUALITIES:
+            out = io.BytesIO()
+            thumb.save(out, "JPEG", quality=quality, optimize=True)
+            if out.tell() <= max_bytes:
+                return out.getvalue()
+        side = int(side * 0.75)
+    return None

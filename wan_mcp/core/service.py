@@ -1,0 +1,543 @@
+"""The use cases behind the four tools, independent of MCP.
+
+The server layer is a thin adapter over :class:`VideoService`; everything that
+decides *what happens* lives here so it can be tested without a protocol in between,
+and so another front (a CLI, a REST shim) would behave identically.
+
+The order of operations is the product's promise:
+validate (no side effect) -> resolve local media (uploads, de-duplicated) ->
+journal the submission -> POST once with a business id -> journal the task id ->
+only then tell the agent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+
+from wan_mcp.config import Settings
+from wan_mcp.core.files import (
+    FileBoundary,
+    UrlPolicy,
+    download_to,
+    poster_frame,
+    prepare_image,
+    probe_video,
+    sniff_video,
+)
+from wan_mcp.core.journal import TERMINAL, TaskJournal, TaskRecord, UploadRecord
+from wan_mcp.core.media import VideoInfo
+from wan_mcp.core.request import (
+    MediaSource,
+    SourceKind,
+    ValidatedRequest,
+    parse_video_request,
+    request_fingerprint,
+)
+from wan_mcp.core.tracker import TaskTracker, UpdateFn, apply_gateway_task
+from wan_mcp.core.views import ErrorInfo, TaskList, TaskView, UploadView
+from wan_mcp.errors import ErrorCode, WanError
+from wan_mcp.gateway.provider import VideoProvider
+from wan_mcp.gateway.wire import classify_failure
+
+log = logging.getLogger("wan_mcp.service")
+
+_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+#: Codes after which the gateway provably created nothing (nothing billed): safe to forget.
+_DEFINITE_REJECTIONS = frozenset(
+    {
+        ErrorCode.INVALID_REQUEST,
+        ErrorCode.AUTH,
+        ErrorCode.PAYMENT,
+        ErrorCode.CONTENT_POLICY,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.CONFIG,
+    }
+)
+_STATUSES = ("submitting", "unconfirmed", "rejected", "queued", "in_progress", "completed", "failed")
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    max_wait_seconds: float = 45.0
+    dedupe_window_seconds: float = 600.0
+    upload_cache_ttl_seconds: float = 86_400.0
+    max_download_bytes: int = 1024**3
+    max_image_bytes: int = 10 * 1024**2
+    max_video_upload_bytes: int = 50 * 1024**2
+    poster_frames: bool = True
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> ServiceOptions:
+        return cls(
+            max_wait_seconds=s.max_wait_seconds,
+            max_download_bytes=s.max_download_bytes,
+            max_image_bytes=s.max_image_bytes,
+            max_video_upload_bytes=s.max_video_upload_bytes,
+            poster_frames=s.poster_frames,
+        )
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    view: TaskView
+    poster_jpeg: bytes | None = None
+
+
+def new_business_id() -> str:
+    return f"wanmcp_{uuid.uuid4().hex}"
+
+
+class VideoService:
+    def __init__(
+        self,
+        *,
+        provider: VideoProvider,
+        journal: TaskJournal,
+        tracker: TaskTracker,
+        boundary: FileBoundary,
+        url_policy: UrlPolicy,
+        http: httpx2.AsyncClient,
+        options: ServiceOptions,
+    ) -> None:
+        self._provider = provider
+        self._journal = journal
+        self._tracker = tracker
+        self._boundary = boundary
+        self._url_policy = url_policy
+        self._http = http
+        self._opts = options
+        self._download_locks: dict[str, anyio.Lock] = {}
+        self._owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    @property
+    def journal(self) -> TaskJournal:
+        return self._journal
+
+    def clamp_wait(self, wait_seconds: float | None, default: float) -> float:
+        value = default if wait_seconds is None else float(wait_seconds)
+        if value != value or value < 0:  # NaN or negative
+            raise WanError(
+                ErrorCode.INVALID_REQUEST,
+                f"{wait_seconds} is not a valid wait",
+                field="wait_seconds",
+                hint=f"use 0 (return at once) up to {self._opts.max_wait_seconds:g}",
+            )
+        return min(value, self._opts.max_wait_seconds)
+
+    # --- generate_video ----------------------------------------------------------------
+
+    async def generate(
+        self, args: Mapping[str, Any], *, wait_seconds: float, on_update: UpdateFn | None = None
+    ) -> TaskView:
+        validated = parse_video_request(args)  # raises before any side effect
+        image_url, reference_urls = await self._resolve_media(validated)
+        payload = validated.to_payload(image_url=image_url, reference_urls=reference_urls)
+        fingerprint = request_fingerprint(validated)
+
+        duplicate = await self._journal.find_recent_duplicate(fingerprint, self._opts.dedupe_window_seconds)
+        if duplicate is not None and duplicate.status not in ("failed", "rejected"):
+            view = TaskView.from_record(duplicate, include_sent=True)
+            view.deduplicated = True
+            return view
+
+        business_id = new_business_id()
+        await self._journal.record_submission(
+            business_id=business_id,
+            model=validated.request.model,
+            mode=validated.mode,
+            payload=payload,
+            fingerprint=fingerprint,
+        )
+        # Shielded: once the POST may have left, a client cancel must not stop us from
+        # journaling what the gateway answered (invariant 3). Every step is time-bounded.
+        with anyio.CancelScope(shield=True):
+            record = await self._submit(business_id, payload)
+        if wait_seconds > 0:
+            record = await self._tracker.wait(record, within=wait_seconds, on_update=on_update)
+        view = TaskView.from_record(record, include_sent=True)
+        if record.status == "completed" and wait_seconds > 0:
+            view = (await self._finish(record, download=True)).view
+            view.sent = payload
+        return self._explain(view)
+
+    async def _submit(self, business_id: str, payload: dict[str, Any]) -> TaskRecord:
+        try:
+            task = await self._provider.create_task(payload, business_id)
+        except WanError as err:
+            if err.code in _DEFINITE_REJECTIONS:
+                await self._journal.mark_rejected(business_id, error_code=err.code.value, error_message=err.message)
+                raise
+            await self._journal.mark_unconfirmed(business_id, error_code=err.code.value, error_message=err.message)
+            raise WanError(
+                ErrorCode.SUBMISSION_UNCONFIRMED,
+                f"the gateway did not confirm the submission ({err.message})",
+                task_id=business_id,
+                hint=f"do NOT resubmit yet: call get_task_status(task_id='{business_id}') in a minute; it finds "
+                "the task if the gateway created it, or says it is safe to submit again",
+            ) from err
+        record = await self._journal.attach_task(
+            business_id, task_id=task.id, status=task.state.value, progress=task.progress
+        )
+        if task.terminal:
+            record = await self._journal.update_status(task.id, **apply_gateway_task(task))  # type: ignore[arg-type]
+        return record
+
+    async def _resolve_media(self, v: ValidatedRequest) -> tuple[str | None, list[str]]:
+        image_url = None
+        if v.image is not None:
+            image_url = await self._image_url(v.image, field="image")
+        refs = [await self._video_url(src, field=f"reference_videos[{i}]") for i, src in enumerate(v.references)]
+        return image_url, refs
+
+    async def _image_url(self, src: MediaSource, *, field: str) -> str:
+        if src.kind is SourceKind.URL:
+            return src.value
+        return (await self._upload_image_source(src, field=field)).url
+
+    async def _video_url(self, src: MediaSource, *, field: str) -> str:
+        if src.kind is SourceKind.URL:
+            return src.value
+        if src.kind is not SourceKind.PATH:
+            raise WanError(
+                ErrorCode.INVALID_REQUEST,
+                "reference videos must be URLs or local files",
+                field=field,
+                hint="save the video to a file inside an allowed folder and pass its path",
+            )
+        path, data = await anyio.to_thread.run_sync(
+            partial(self._boundary.read_bytes, src.value, field=field, max_bytes=self._opts.max_video_upload_bytes)
+        )
+        mime = sniff_video(data)
+        if mime is None:
+            raise WanError(
+                ErrorCode.INVALID_FILE,
+                f"{path.name} is not an MP4, MOV or WebM video",
+                field=field,
+                allowed=["mp4", "mov", "webm"],
+                hint="convert it to MP4 (H.264) and try again",
+            )
+        digest = hashlib.sha256(data).hexdigest()
+        cached = await self._cached_upload(digest, "video")
+        if cached is not None:
+            return cached.url
+        uploaded = await self._provider.upload_video(data, f"reference-{digest[:12]}{_ext(mime)}", mime)
+        await self._journal.put_upload(
+            UploadRecord(
+                sha256=digest,
+                kind="video",
+                url=uploaded.url,
+                mime_type=mime,
+                size_bytes=len(data),
+                width=None,
+                height=None,
+                created_at=time.time(),
+                changes=(),
+            )
+        )
+        return uploaded.url
+
+    # --- upload_image ---------------------------------------------------------------------
+
+    async def upload_image(self, *, path: str | None, data: str | None) -> UploadView:
+        if (path is None) == (data is None):
+            raise WanError(
+                ErrorCode.INVALID_REQUEST,
+                "give exactly one of 'path' or 'data'",
+                field="path" if path else "data",
+                hint="pass path='/abs/file.png' for a local file, or data='data:image/png;base64,...'",
+            )
+        if path is not None:
+            src = MediaSource(kind=SourceKind.PATH, value=path, data=None, media_type=None)
+            return await self._upload_image_source(src, field="path")
+        assert data is not None
+        from wan_mcp.core.files import decode_data_url
+
+        if not data.startswith("data:"):
+            data = "data:image/*;base64," + data  # bare base64 is accepted here: the field says what it is
+        raw, media_type = decode_data_url(data, field="data")
+        return await self._upload_image_source(
+            MediaSource(kind=SourceKind.DATA, value="data", data=raw, media_type=media_type), field="data"
+        )
+
+    async def _upload_image_source(self, src: MediaSource, *, field: str) -> UploadView:
+        if src.kind is SourceKind.PATH:
+            _, raw = await anyio.to_thread.run_sync(
+                partial(
+                    self._boundary.read_bytes,
+                    src.value,
+                    field=field,
+                    max_bytes=self._opts.max_image_bytes * 5,
+                )
+            )
+        else:
+            assert src.data is not None
+            raw = src.data
+        prepared = await anyio.to_thread.run_sync(
+            partial(prepare_image, raw, field=field, max_bytes=self._opts.max_image_bytes)
+        )
+        cached = await self._cached_upload(prepared.sha256, "image")
+        if cached is not None:
+            return UploadView(
+                url=cached.url,
+                sha256=prepared.sha256,
+                mime_type=cached.mime_type,
+                width=cached.width,
+                height=cached.height,
+                size_bytes=cached.size_bytes,
+                changes=list(prepared.changes),
+                cached=True,
+            )
+        uploaded = await self._provider.upload_image(
+            prepared.data, f"image-{prepared.sha256[:12]}{_ext(prepared.mime_type)}", prepared.mime_type
+        )
+        await self._journal.put_upload(
+            UploadRecord(
+                sha256=prepared.sha256,
+                kind="image",
+                url=uploaded.url,
+                mime_type=prepared.mime_type,
+                size_bytes=len(prepared.data),
+                width=prepared.width,
+                height=prepared.height,
+                created_at=time.time(),
+                changes=tuple(prepared.changes),
+            )
+        )
+        return UploadView(
+            url=uploaded.url,
+            sha256=prepared.sha256,
+            mime_type=prepared.mime_type,
+            width=prepared.width,
+            height=prepared.height,
+            size_bytes=len(prepared.data),
+            changes=list(prepared.changes),
+            cached=False,
+        )
+
+    async def _cached_upload(self, sha256: str, kind: str) -> UploadRecord | None:
+        rec = await self._journal.get_upload(sha256, kind)
+        if rec is None or time.time() - rec.created_at > self._opts.upload_cache_ttl_seconds:
+            return None  # upload URLs have no documented lifetime: re-upload after a day
+        return rec
+
+    # --- get_task_status -------------------------------------------------------------------
+
+    async def status(
+        self, task_id: str, *, wait_seconds: float, download: bool = True, on_update: UpdateFn | None = None
+    ) -> StatusResult:
+        record = await self._lookup(task_id)
+        if record.status in ("submitting", "unconfirmed"):
+            record = await self._reconcile(record)
+        if record.status not in TERMINAL and record.task_id is not None:
+            if wait_seconds > 0:
+                record = await self._tracker.wait(record, within=wait_seconds, on_update=on_update)
+            else:
+                record = await self._tracker.refresh(record)
+        if record.status == "completed":
+            return await self._finish(record, download=download)
+        return StatusResult(self._explain(TaskView.from_record(record)))
+
+    async def _lookup(self, task_id: str) -> TaskRecord:
+        if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
+            raise WanError(
+                ErrorCode.INVALID_REQUEST,
+                f"{task_id!r} is not a task id",
+                field="task_id",
+                hint="pass the task_id returned by generate_video, or call list_tasks to find it",
+            )
+        record = await self._journal.get(task_id)
+        if record is not None:
+            return record
+        # Not ours (another machine, or a journal that was reset): ask the gateway, and
+        # journal it so the next call is served locally.
+        try:
+            task = await self._provider.get_task(task_id)
+        except WanError as err:
+            if err.code is ErrorCode.NOT_FOUND:
+                raise WanError(
+                    ErrorCode.NOT_FOUND,
+                    f"no task {task_id} in the journal or at the gateway",
+                    field="task_id",
+                    hint="call list_tasks to see known tasks; ids expire at the gateway after ~24 h",
+                ) from err
+            raise err.with_task(task_id) from None
+        await self._journal.record_submission(
+            business_id=f"import_{task.id}",
+            model=task.model or "",
+            mode="",
+            payload={},
+            fingerprint="",
+        )
+        await self._journal.attach_task(
+            f"import_{task.id}", task_id=task.id, status=task.state.value, progress=task.progress
+        )
+        return await self._journal.update_status(task.id, **apply_gateway_task(task))  # type: ignore[arg-type]
+
+    async def _reconcile(self, record: TaskRecord) -> TaskRecord:
+        """Find out whether an unconfirmed submission became a task, by its business id."""
+        try:
+            task = await self._provider.get_task(record.business_id)
+        except WanError as err:
+            if err.code is ErrorCode.NOT_FOUND and time.time() - record.created_at > 120:
+                return await self._journal.mark_rejected(
+                    record.business_id,
+                    error_code="not_created",
+                    error_message="the gateway never created this task; nothing was billed. It is safe to submit again",
+                )
+            return record
+        record = await self._journal.attach_task(
+            record.business_id, task_id=task.id, status=task.state.value, progress=task.progress
+        )
+        return await self._journal.update_status(task.id, **apply_gateway_task(task))  # type: ignore[arg-type]
+
+    async def reconcile_unsettled(self) -> int:
+        """At start-up: settle submissions a previous run left in flight. Returns how many."""
+        settled = 0
+        for record in await self._journal.unsettled():
+            updated = await self._reconcile(record)
+            settled += updated.status != record.status
+        return settled
+
+    async def _finish(self, record: TaskRecord, *, download: bool) -> StatusResult:
+        poster: bytes | None = None
+        view = TaskView.from_record(record)
+        if download and record.local_path is None and record.video_url:
+            record = await self._download(record)
+            view = TaskView.from_record(record)
+        if record.local_path:
+            path = Path(record.local_path)
+            info, poster = await anyio.to_thread.run_sync(self._describe_file, path)
+            if info is not None:
+                view.width, view.height = info.width, info.height
+                view.duration_seconds = round(info.duration, 2)
+                view.has_audio = info.has_audio
+        return StatusResult(self._explain(view), poster)
+
+    def _describe_file(self, path: Path) -> tuple[VideoInfo | None, bytes | None]:
+        """Probe + poster in one worker-thread hop (PyAV is blocking)."""
+        if not path.is_file():
+            return None, None
+        poster = poster_frame(path) if self._opts.poster_frames else None
+        return probe_video(path), poster
+
+    async def _download(self, record: TaskRecord) -> TaskRecord:
+        assert record.task_id is not None and record.video_url is not None
+        lock = self._download_locks.setdefault(record.task_id, anyio.Lock())
+        async with lock:
+            fresh = await self._journal.get(record.task_id)
+            if fresh is not None and fresh.local_path:
+                return fresh
+            if record.expires_at is not None and record.expires_at < time.time():
+                raise WanError(
+                    ErrorCode.DOWNLOAD_FAILED,
+                    "the result URL expired before it was downloaded",
+                    task_id=record.task_id,
+                    hint="submit the request again; gateway URLs live 24 h",
+                )
+            if not await self._journal.claim_download(record.task_id, self._owner, 600):
+                # Another server process (a second host window sharing the data dir) is
+                # downloading it: wait for its result instead of fetching it twice.
+                with anyio.move_on_after(60):
+                    while True:
+                        await anyio.sleep(0.5)
+                        fresh = await self._journal.get(record.task_id)
+                        if fresh is not None and fresh.local_path:
+                            return fresh
+                        if await self._journal.claim_download(record.task_id, self._owner, 600):
+                            break
+            try:
+                dest = self._boundary.output_path(record.task_id)
+                try:
+                    result = await download_to(
+                        self._http,
+                        record.video_url,
+                        dest,
+                        max_bytes=self._opts.max_download_bytes,
+                        policy=self._url_policy,
+                    )
+                except WanError as err:
+                    raise err.with_task(record.task_id) from err
+                return await self._journal.record_download(
+                    record.task_id,
+                    local_path=str(result.path),
+                    sha256=result.sha256,
+                    size_bytes=result.size_bytes,
+                )
+            finally:
+                await self._journal.release_download(record.task_id, self._owner)
+
+    # --- list_tasks ------------------------------------------------------------------------
+
+    async def list_tasks(self, *, status: str | None, limit: int) -> TaskList:
+        if status is not None and status not in _STATUSES:
+            raise WanError(
+                ErrorCode.INVALID_REQUEST,
+                f"{status!r} is not a task status",
+                field="status",
+                allowed=list(_STATUSES),
+                hint="omit status to list every task",
+            )
+        if not 1 <= limit <= 100:
+            raise WanError(
+                ErrorCode.INVALID_REQUEST,
+                f"{limit} is out of range",
+                field="limit",
+                allowed=["1..100"],
+                hint="use a limit between 1 and 100",
+            )
+        records = await self._journal.list(status=status, limit=limit)
+        return TaskList(tasks=[TaskView.from_record(r) for r in records])
+
+    async def task_view(self, task_id: str) -> TaskView | None:
+        record = await self._journal.get(task_id)
+        return None if record is None else TaskView.from_record(record)
+
+    # --- wording ------------------------------------------------------------------------------
+
+    def _explain(self, view: TaskView) -> TaskView:
+        """Attach the next step to failures, classified (content policy vs other)."""
+        if view.error is None or view.status not in ("failed", "rejected", "unconfirmed"):
+            return view
+        code = classify_failure(view.error.code, view.error.message)
+        hint = {
+            ErrorCode.CONTENT_POLICY: "the prompt or image was refused by moderation: rephrase it (no real "
+            "people, violence or explicit content) or use another image, then call generate_video again",
+            ErrorCode.NOT_FOUND: "submit the request again with generate_video",
+        }.get(code)
+        if view.status == "unconfirmed":
+            hint = f"call get_task_status(task_id='{view.task_id}') again shortly; do not resubmit yet"
+        elif hint is None:
+            hint = "this attempt failed upstream; try generate_video again (nothing to fix in the request)"
+        view.error = ErrorInfo(
+            code=code.value if view.status == "failed" else view.error.code,
+            message=view.error.message,
+            hint=hint,
+        )
+        return view
+
+
+def _ext(mime: str) -> str:
+    return {
+        "image/jpeg": ".jpg",
+        "image/png": ".png",
+        "image/webp": ".webp",
+        "video/mp4": ".mp4",
+        "video/quicktime": ".mov",
+        "video/webm": ".webm",
+    }.get(mime, "")
+
+
+ProgressFn = Callable[[float, float | None, str], Awaitable[None]]

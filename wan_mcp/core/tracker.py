@@ -1,0 +1,266 @@
+"""One poll loop per live task, however many callers wait on it.
+
+Why a tracker and not "poll in the tool": two agents (or one agent retrying after a
+client timeout) waiting on the same task must not double the upstream traffic, a
+waiter that goes away must not stop or lose the job, and a thousand live tasks must
+stay under the gateway's rate budget. So the tracker owns the polling; tool calls are
+only *waiters* that watch a shared, journal-backed record for a bounded time.
+
+Timing follows the contract's advice (first poll ~5 s after submit, then ~10 s with
+jitter, Retry-After honoured, exponential back-off on errors), and every status seen
+is written to the journal before waiters hear of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import anyio
+from anyio.abc import TaskGroup
+
+from wan_mcp.core.journal import TERMINAL, TaskJournal, TaskRecord
+from wan_mcp.errors import ErrorCode, WanError
+from wan_mcp.gateway.provider import VideoProvider
+from wan_mcp.gateway.wire import GatewayTask, TaskState
+
+log = logging.getLogger("wan_mcp.tracker")
+
+#: Called with the latest record whenever it changes, and as a heartbeat while nothing changes.
+UpdateFn = Callable[[TaskRecord], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class PollTiming:
+    first_delay: float = 5.0  # after submit
+    interval: float = 10.0  # while in progress
+    max_interval: float = 120.0  # back-off ceiling
+    jitter: float = 0.2  # +-20 %
+    heartbeat: float = 5.0  # how often waiters hear "still waiting"
+    min_refresh: float = 2.0  # a zero-wait status call reuses a poll younger than this
+
+
+@dataclass
+class _Watch:
+    record: TaskRecord
+    waiters: int = 0
+    running: bool = False
+    errors: int = 0
+    retry_after: float | None = None
+    last_poll: float = 0.0  # monotonic
+    fatal: WanError | None = None  # an error no amount of polling fixes (bad key, no balance)
+    changed: anyio.Event = field(default_factory=anyio.Event)
+
+    def publish(self, record: TaskRecord) -> None:
+        self.record = record
+        self.changed.set()
+        self.changed = anyio.Event()
+
+
+class RateLimiter:
+    """Spaces upstream requests to at most ``rate`` per second, first come first served.
+
+    With many live tasks this stretches every task's interval evenly instead of letting
+    a burst of polls trip the gateway's 429s.
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._spacing = 1.0 / rate
+        self._clock = clock
+        self._next = 0.0
+
+    async def acquire(self) -> None:
+        now = self._clock()
+        slot = max(now, self._next)
+        self._next = slot + self._spacing
+        if slot > now:
+            await anyio.sleep(slot - now)
+
+
+def apply_gateway_task(task: GatewayTask) -> dict[str, object]:
+    """Journal fields for a status the gateway reported."""
+    return {
+        "status": task.state.value,
+        "progress": task.progress,
+        "video_url": task.video_url,
+        "expires_at": task.expires_at,
+        "error_code": task.error_code,
+        "error_message": task.error_message,
+    }
+
+
+class TaskTracker:
+    def __init__(
+        self,
+        provider: VideoProvider,
+        journal: TaskJournal,
+        *,
+        timing: PollTiming | None = None,
+        rate_budget: float = 10.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._provider = provider
+        self._journal = journal
+        self._timing = timing or PollTiming()
+        self._limiter = RateLimiter(rate_budget)
+        self._rng = rng or random.Random()
+        self._watches: dict[str, _Watch] = {}
+        self._tg: TaskGroup | None = None
+        self.upstream_polls = 0  # for benchmarks and tests
+
+    async def __aenter__(self) -> TaskTracker:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(exc_type, exc, tb)
+        self._tg = None
+
+    @property
+    def timing(self) -> PollTiming:
+        return self._timing
+
+    def live_pollers(self) -> int:
+        return sum(1 for w in self._watches.values() if w.running)
+
+    # --- waiting -------------------------------------------------------------------------
+
+    async def wait(
+        self, record: TaskRecord, *, within: float, on_update: UpdateFn | None = None
+    ) -> TaskRecord:
+        """Watch ``record`` until it is terminal or ``within`` seconds pass; return the latest record.
+
+        Cancelling the caller only removes a waiter: the poller (and the upstream job)
+        carries on while anyone else waits, and the journal keeps the task either way.
+        """
+        if record.status in TERMINAL or record.task_id is None or within <= 0:
+            return record
+        watch = self._watch(record)
+        watch.waiters += 1
+        self._ensure_poller(watch)
+        try:
+            with anyio.move_on_after(within):
+                while True:
+                    current = watch.record
+                    if watch.fatal is not None:
+                        raise watch.fatal.with_task(current.task_id)
+                    if on_update is not None:
+                        await on_update(current)
+                    if current.status in TERMINAL:
+                        break
+                    event = watch.changed
+                    with anyio.move_on_after(self._timing.heartbeat):
+                        await event.wait()
+        finally:
+            watch.waiters -= 1
+        return watch.record
+
+    async def refresh(self, record: TaskRecord) -> TaskRecord:
+        """One status read now (for zero-wait status calls), unless a poll just happened."""
+        if record.status in TERMINAL or record.task_id is None:
+            return record
+        watch = self._watch(record)
+        if time.monotonic() - watch.last_poll < self._timing.min_refresh:
+            return watch.record
+        return await self._poll(watch)
+
+    # --- polling -------------------------------------------------------------------------
+
+    def _watch(self, record: TaskRecord) -> _Watch:
+        key = record.task_id or record.business_id
+        watch = self._watches.get(key)
+        if watch is None:
+            watch = _Watch(record=record)
+            self._watches[key] = watch
+        elif record.updated_at > watch.record.updated_at:
+            watch.record = record
+        return watch
+
+    def _ensure_poller(self, watch: _Watch) -> None:
+        if watch.running:
+            return
+        if self._tg is None:
+            raise RuntimeError("TaskTracker used outside its 'async with' block")
+        watch.running = True
+        watch.fatal = None
+        self._tg.start_soon(self._run, watch)
+
+    def _next_delay(self, watch: _Watch) -> float:
+        t = self._timing
+        rec = watch.record
+        if watch.last_poll == 0.0:
+            # First poll: the contract's initial wait counted from the submission, so a
+            # task submitted long ago (e.g. before a restart) is polled at once.
+            base = max(0.0, rec.created_at + t.first_delay - time.time())
+        else:
+            base = t.first_delay if rec.status in ("queued", "submitting") else t.interval
+        if watch.errors:
+            base = min(t.max_interval, max(base, t.interval) * (2 ** min(watch.errors, 6)))
+        if watch.retry_after is not None:
+            base = max(base, watch.retry_after)
+        return base * self._rng.uniform(1 - t.jitter, 1 + t.jitter) if base > 0 else 0.0
+
+    async def _run(self, watch: _Watch) -> None:
+        key = watch.record.task_id or watch.record.business_id
+        try:
+            while watch.waiters > 0 and watch.record.status not in TERMINAL:
+                await anyio.sleep(self._next_delay(watch))
+                if watch.waiters <= 0:
+                    break
+                await self._limiter.acquire()
+                try:
+                    await self._poll(watch)
+                except WanError as err:
+                    watch.fatal = err
+                    watch.publish(watch.record)
+                    break
+        finally:
+            watch.running = False
+            if watch.waiters <= 0 and self._watches.get(key) is watch:
+                del self._watches[key]
+
+    async def _poll(self, watch: _Watch) -> TaskRecord:
+        record = watch.record
+        lookup = record.task_id or record.business_id
+        watch.last_poll = time.monotonic()
+        self.upstream_polls += 1
+        try:
+            task = await self._provider.get_task(lookup)
+        except WanError as err:
+            if err.code is ErrorCode.NOT_FOUND and record.task_id is not None:
+                # The gateway forgot a task it gave us (ids live ~24 h): settle it so
+                # waiters stop, keeping the reason on the row.
+                updated = await self._journal.update_status(
+                    lookup,
+                    status="failed",
+                    error_code=err.code.value,
+                    error_message="the gateway no longer knows this task (task ids expire after ~24 h)",
+                )
+                watch.publish(updated)
+                return updated
+            if err.code in (ErrorCode.AUTH, ErrorCode.PAYMENT, ErrorCode.CONFIG):
+                raise
+            watch.errors += 1
+            watch.retry_after = err.retry_after
+            log.warning("status poll for %s failed (%s); backing off", lookup, err.code.value)
+            return watch.record
+        watch.errors = 0
+        watch.retry_after = None
+        updated = await self._journal.update_status(lookup, **apply_gateway_task(task))  # type: ignore[arg-type]
+        if task.state is TaskState.COMPLETED or updated.updated_at != record.updated_at:
+            watch.publish(updated)
+        else:
+            watch.record = updated
+        return updated

@@ -1,0 +1,143 @@
+"""What the tools return, as typed models (they become the tools' outputSchema).
+
+Kept flat and small on purpose: the schemas are sent to the agent with every
+``tools/list`` and count against its context, so fields are only those an agent
+acts on. Absent values are omitted from the JSON (``exclude_none``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from wan_mcp.core.journal import TERMINAL, TaskRecord
+
+#: What the contract advises between polls, by status (seconds).
+NEXT_POLL = {"submitting": 5, "unconfirmed": 10, "queued": 5, "in_progress": 10}
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+class ErrorInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str
+    message: str
+    hint: str | None = None
+
+
+class TaskView(BaseModel):
+    """A task as an agent sees it: status, and once completed, where the video is."""
+
+    model_config = ConfigDict(extra="forbid")
+    task_id: str
+    status: str
+    mode: str | None = None
+    model: str | None = None
+    progress: int | None = None
+    next_poll_seconds: int | None = None
+    created_at: str | None = None
+    video_url: str | None = None
+    url_expires_at: str | None = None
+    local_path: str | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_seconds: float | None = None
+    has_audio: bool | None = None
+    error: ErrorInfo | None = None
+    sent: dict[str, Any] | None = None
+    deduplicated: bool | None = None
+
+    @classmethod
+    def from_record(cls, rec: TaskRecord, *, include_sent: bool = False) -> TaskView:
+        error = None
+        if rec.error_code or rec.error_message:
+            error = ErrorInfo(code=rec.error_code or "error", message=rec.error_message or "")
+        return cls(
+            task_id=rec.id,
+            status=rec.status,
+            mode=rec.mode or None,
+            model=rec.model or None,
+            progress=rec.progress,
+            next_poll_seconds=None if rec.status in TERMINAL else NEXT_POLL.get(rec.status, 10),
+            created_at=iso(rec.created_at),
+            video_url=rec.video_url,
+            url_expires_at=iso(rec.expires_at) if rec.expires_at else None,
+            local_path=rec.local_path,
+            sha256=rec.sha256,
+            size_bytes=rec.size_bytes,
+            error=error,
+            sent=rec.payload if include_sent else None,
+        )
+
+    def summary(self) -> str:
+        """One line an agent (or a person) reads first."""
+        parts = [f"Task {self.task_id}: {self.status}"]
+        if self.mode:
+            parts.append(f"({self.mode}, {self.model})")
+        if self.progress is not None and self.status not in ("completed", "failed"):
+            parts.append(f"{self.progress}%")
+        text = " ".join(parts) + "."
+        if self.deduplicated:
+            text += " An identical request was submitted moments ago; this is that task (change seed for a new take)."
+        if self.status == "completed":
+            if self.local_path:
+                text += f" Saved to {self.local_path}"
+                if self.width and self.height:
+                    text += f" ({self.width}x{self.height}"
+                    text += f", {self.duration_seconds:.1f}s)" if self.duration_seconds else ")"
+                text += "."
+            if self.video_url:
+                text += f" URL: {self.video_url}"
+                text += f" (expires {self.url_expires_at})." if self.url_expires_at else "."
+        elif self.error is not None:
+            text += f" [{self.error.code}] {self.error.message}"
+            if self.error.hint:
+                text += f" Next: {self.error.hint}"
+        elif self.next_poll_seconds is not None:
+            text += (
+                f" Still running: call get_task_status(task_id='{self.task_id}', wait_seconds=30)"
+                f" (next poll in ~{self.next_poll_seconds}s)."
+            )
+        return text
+
+
+class UploadView(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str
+    sha256: str
+    mime_type: str
+    width: int | None = None
+    height: int | None = None
+    size_bytes: int
+    changes: list[str] = []
+    cached: bool = False
+
+    def summary(self) -> str:
+        text = f"Uploaded image ({self.width}x{self.height}, {self.mime_type}, {self.size_bytes} bytes): {self.url}"
+        if self.cached:
+            text += " (same image uploaded before; reused, no new upload)"
+        if self.changes:
+            text += ". Adjusted for Wan: " + "; ".join(self.changes)
+        return text + ". Pass this URL as generate_video(image=...)."
+
+
+class TaskList(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[TaskView]
+
+    def summary(self) -> str:
+        if not self.tasks:
+            return "No tasks in the journal yet."
+        lines = [f"{len(self.tasks)} task(s), newest first:"]
+        for t in self.tasks:
+            line = f"- {t.task_id} {t.status} {t.mode or ''} {t.created_at or ''}".rstrip()
+            if t.local_path:
+                line += f" -> {t.local_path}"
+            lines.append(line)
+        return "\n".join(lines)

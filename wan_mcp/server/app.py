@@ -1,0 +1,112 @@
+"""``build_server(settings)``: the MCP server and the lifespan that owns every resource.
+
+One ``httpx2.AsyncClient``, one journal and one tracker per process, opened when the
+server starts and closed when it stops (for HTTP transports the lifespan runs once per
+app, shared by all sessions).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import anyio
+from mcp.server import MCPServer
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
+
+from wan_mcp import __version__
+from wan_mcp.config import Settings
+from wan_mcp.core.files import FileBoundary, UrlPolicy
+from wan_mcp.core.journal import SqliteJournal
+from wan_mcp.core.service import ServiceOptions, VideoService
+from wan_mcp.core.tracker import PollTiming, TaskTracker
+from wan_mcp.gateway.client import GatewayClient, RetryPolicy, make_http_client
+from wan_mcp.server.resources import INSTRUCTIONS, register_resources
+from wan_mcp.server.tools import AppState, build_tools
+
+log = logging.getLogger("wan_mcp.server")
+
+
+@asynccontextmanager
+async def open_service(settings: Settings) -> AsyncIterator[VideoService]:
+    """Everything a VideoService needs, opened in order and closed in reverse."""
+    async with AsyncExitStack() as stack:
+        http = make_http_client(settings)
+        stack.push_async_callback(http.aclose)
+        provider = GatewayClient(
+            http,
+            base_url=settings.base_url,
+            api_key=settings.api_key,
+            retry=RetryPolicy.from_settings(settings),
+        )
+        journal = await SqliteJournal.open(settings.journal_path)
+        stack.push_async_callback(journal.close)
+        timing = PollTiming(
+            first_delay=settings.poll_first_seconds,
+            interval=settings.poll_interval_seconds,
+            max_interval=settings.poll_max_interval_seconds,
+            heartbeat=min(5.0, settings.poll_interval_seconds),
+            min_refresh=min(2.0, settings.poll_first_seconds),
+        )
+        tracker = await stack.enter_async_context(
+            TaskTracker(provider, journal, timing=timing, rate_budget=settings.upstream_rate_budget)
+        )
+        boundary = FileBoundary(
+            settings.read_roots, settings.resolved_output_dir, restrict_dotdirs=settings.restrict_dotdirs
+        )
+        service = VideoService(
+            provider=provider,
+            journal=journal,
+            tracker=tracker,
+            boundary=boundary,
+            url_policy=UrlPolicy(settings.allow_private_urls),
+            http=http,
+            options=ServiceOptions.from_settings(settings),
+        )
+        yield service
+
+
+def build_server(
+    settings: Settings,
+    *,
+    token_verifier: TokenVerifier | None = None,
+    auth: AuthSettings | None = None,
+) -> MCPServer[AppState]:
+    @asynccontextmanager
+    async def lifespan(_server: MCPServer[AppState]) -> AsyncIterator[AppState]:
+        async with open_service(settings) as service, anyio.create_task_group() as tg:
+            if settings.api_key is not None:
+                tg.start_soon(_reconcile, service)
+            yield AppState(service=service, settings=settings)
+            tg.cancel_scope.cancel()
+
+    server: MCPServer[AppState] = MCPServer(
+        "wan-mcp",
+        title="Wan 2.6 video (ToAPIs)",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        tools=build_tools(settings),
+        token_verifier=token_verifier,
+        auth=auth,
+    )
+    register_resources(server)
+    return server
+
+
+async def _reconcile(service: VideoService) -> None:
+    """Settle submissions a previous run left in flight (crash between POST and reply)."""
+    try:
+        settled = await service.reconcile_unsettled()
+        if settled:
+            log.info("reconciled %d in-flight submission(s) from a previous run", settled)
+    except Exception as exc:  # never let start-up housekeeping take the server down
+        log.warning("start-up reconciliation skipped: %s", exc)
+
+
+def quiet_third_party_loggers() -> None:
+    """MCPServer configures INFO on the root logger; httpx2 then logs every request."""
+    for name in ("httpx2", "httpcore", "httpcore2", "mcp", "uvicorn.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)

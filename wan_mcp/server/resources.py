@@ -1,0 +1,53 @@
+"""Server instructions, the ``task://{id}`` resource and the prompt-writing prompt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+
+INSTRUCTIONS = """\
+Wan 2.6 video generation (ToAPIs gateway). Each generate_video call starts a PAID job \
+(billed per second of output; 1080p costs more than 720p): confirm intent before spending.
+Flow: (1) optional: upload_image(path=...) for a local image, or pass the path/URL as `image` directly; \
+(2) generate_video(...) returns a task_id at once; (3) get_task_status(task_id, wait_seconds=30) until \
+status is completed (jobs usually take 1-5 min; 15 s 1080p up to 10 min). The completed result has \
+local_path (the MP4 on this machine) and url (expires in 24 h).
+Lost a task_id? list_tasks. Errors say which field is wrong and how to fix it; a task_id in an error \
+means the job exists: poll it, do not resubmit.
+Prompt tips: subject + action + camera + style + sound cue; for reference videos name subjects \
+character1, character2 in list order."""
+
+
+def register_resources(server: MCPServer[Any]) -> None:
+    @server.resource(
+        "task://{task_id}",
+        mime_type="application/json",
+        title="Video task",
+        description="A task from the local journal (status, URLs, local file).",
+    )
+    async def task_resource(task_id: str, ctx: Context[Any, Any]) -> str:
+        from wan_mcp.server.tools import AppState
+
+        state = ctx.request_context.lifespan_context
+        assert isinstance(state, AppState)
+        view = await state.service.task_view(task_id)
+        if view is None:
+            raise ResourceNotFoundError(f"No task {task_id} in the journal; call list_tasks to see known tasks.")
+        return view.model_dump_json(exclude_none=True)
+
+    @server.prompt(name="wan_video_prompt", title="Write a Wan video prompt")
+    def wan_video_prompt(
+        subject: str, style: str = "cinematic", camera: str = "slow dolly-in", audio: str = "ambient sound"
+    ) -> str:
+        """Draft a strong Wan 2.6 prompt (subject, motion, camera, style, audio cue)."""
+        return (
+            f"Write one Wan 2.6 video prompt (under 120 words) about: {subject}.\n"
+            "Structure it as: subject and appearance; the single main action and how it moves; "
+            f"camera ({camera}); lighting and {style} style; setting; sound cue ({audio}).\n"
+            "Use concrete visual words, present tense, one continuous shot unless asked for multi-shot. "
+            "Avoid real people's names, logos and on-screen text. Also suggest a short negative_prompt "
+            "(e.g. 'blurry, low quality, deformed'). Then call generate_video with it."
+        )

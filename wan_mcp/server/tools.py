@@ -1,0 +1,354 @@
+"""The four tools: thin adapters between MCP and :mod:`wan_mcp.core.service`.
+
+Each tool receives the raw argument object and validates it with our own rules, so
+every mistake comes back as one actionable sentence (field, allowed values, fix)
+instead of a pydantic dump, and the published input schema is the compact one from
+``core/request.py`` rather than one derived from a Python signature. ``WanError``
+becomes ``ToolError`` (the only exception whose text reaches the model).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
+from mcp.types import CallToolResult, ImageContent, ResourceLink, TextContent, ToolAnnotations
+from pydantic import BaseModel, ConfigDict
+
+from wan_mcp.config import Settings
+from wan_mcp.core.journal import TaskRecord
+from wan_mcp.core.request import video_request_schema
+from wan_mcp.core.service import VideoService
+from wan_mcp.core.views import TaskList, TaskView, UploadView
+from wan_mcp.errors import ErrorCode, WanError
+from wan_mcp.server.schemas import output_schema
+
+
+@dataclass
+class AppState:
+    """What the lifespan hands every tool call."""
+
+    service: VideoService
+    settings: Settings
+
+
+class _RawArguments(ArgModelBase):
+    """Accepts any argument object and hands it over whole, so validation is ours."""
+
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
+
+    def model_dump_one_level(self) -> dict[str, Any]:
+        return {"arguments": dict(self.model_extra or {})}
+
+
+def _state(ctx: Context[Any, Any]) -> AppState:
+    state = ctx.request_context.lifespan_context
+    assert isinstance(state, AppState)
+    return state
+
+
+class ProgressReporter:
+    """Turns task updates into spec-conformant progress notifications.
+
+    ``progress`` must strictly increase, so heartbeats (which keep hosts such as Claude
+    Code from timing out) advance by a hundredth while the gateway's percent stands
+    still. The SDK drops these when the caller sent no progress token.
+    """
+
+    def __init__(self, ctx: Context[Any, Any]) -> None:
+        self._ctx = ctx
+        self._last = -1.0
+
+    async def update(self, record: TaskRecord) -> None:
+        percent = float(record.progress or 0)
+        if record.status == "completed":
+            percent = 100.0
+        value = max(percent, self._last + 0.01)
+        if value > 100.0 or (value >= 100.0 and record.status != "completed"):
+            value = min(99.99, value)
+            if value <= self._last:
+                return
+        self._last = value
+        phase = record.status.replace("_", " ")
+        shown = f"{record.progress}%" if record.progress is not None else "waiting"
+        await self._ctx.report_progress(round(value, 2), 100.0, f"task {record.id}: {phase} ({shown})")
+
+
+def _arg(args: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    value = args.pop(name, default)
+    if value is None or value is default:
+        return value
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise WanError(
+            ErrorCode.INVALID_REQUEST,
+            f"{value!r} is not a {expected}",
+            field=name,
+            hint=f"pass {name} as a JSON {expected}",
+        )
+    return value
+
+
+def _no_extra(args: dict[str, Any], known: list[str]) -> None:
+    if args:
+        extra = sorted(args)[0]
+        raise WanError(
+            ErrorCode.INVALID_REQUEST,
+            f"unknown argument '{extra}'",
+            field=extra,
+            allowed=known,
+            hint="remove it; use only the listed arguments",
+        )
+
+
+def _wait(service: VideoService, args: dict[str, Any], default: float) -> float:
+    value = _arg(args, "wait_seconds", (int, float), None)
+    if value is not None and not math.isfinite(value):
+        value = -1
+    return service.clamp_wait(value, default)
+
+
+def _result(text: str, view: BaseModel, extra: list[Any] | None = None) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=text), *(extra or [])],
+        structured_content=view.model_dump(mode="json", exclude_none=True),
+    )
+
+
+def _tool_error(err: WanError) -> ToolError:
+    return ToolError(err.render())
+
+
+# --- the tools ---------------------------------------------------------------------------
+
+
+async def generate_video(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
+    state = _state(ctx)
+    try:
+        args = dict(arguments)
+        wait = _wait(state.service, args, 0.0)
+        view = await state.service.generate(args, wait_seconds=wait, on_update=ProgressReporter(ctx).update)
+    except WanError as err:
+        raise _tool_error(err) from None
+    return _result(view.summary(), view, _file_links(view))
+
+
+async def get_task_status(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
+    state = _state(ctx)
+    try:
+        args = dict(arguments)
+        task_id = _arg(args, "task_id", str, None)
+        if task_id is None:
+            raise WanError(
+                ErrorCode.INVALID_REQUEST,
+                "task_id is required",
+                field="task_id",
+                hint="pass the task_id from generate_video, or call list_tasks to find it",
+            )
+        wait = _wait(state.service, args, 0.0)
+        download = _arg(args, "download", bool, True)
+        _no_extra(args, ["task_id", "wait_seconds", "download"])
+        result = await state.service.status(
+            task_id, wait_seconds=wait, download=bool(download), on_update=ProgressReporter(ctx).update
+        )
+    except WanError as err:
+        raise _tool_error(err) from None
+    extra = _file_links(result.view)
+    if result.poster_jpeg:
+        extra.append(
+            ImageContent(type="image", data=base64.b64encode(result.poster_jpeg).decode(), mime_type="image/jpeg")
+        )
+    return _result(result.view.summary(), result.view, extra)
+
+
+async def upload_image(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
+    state = _state(ctx)
+    try:
+        args = dict(arguments)
+        path = _arg(args, "path", str, None)
+        data = _arg(args, "data", str, None)
+        _no_extra(args, ["path", "data"])
+        view = await state.service.upload_image(path=path, data=data)
+    except WanError as err:
+        raise _tool_error(err) from None
+    return _result(view.summary(), view)
+
+
+async def list_tasks(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
+    state = _state(ctx)
+    try:
+        args = dict(arguments)
+        status = _arg(args, "status", str, None)
+        limit = _arg(args, "limit", int, 20)
+        _no_extra(args, ["status", "limit"])
+        view = await state.service.list_tasks(status=status, limit=int(limit))
+    except WanError as err:
+        raise _tool_error(err) from None
+    return _result(view.summary(), view)
+
+
+def _file_links(view: TaskView) -> list[Any]:
+    links: list[Any] = []
+    if view.local_path:
+        links.append(
+            ResourceLink(
+                type="resource_link",
+                uri=Path(view.local_path).as_uri(),
+                name=Path(view.local_path).name,
+                mime_type="video/mp4",
+            )
+        )
+    elif view.video_url and view.status == "completed":
+        links.append(
+            ResourceLink(type="resource_link", uri=view.video_url, name=f"{view.task_id}.mp4", mime_type="video/mp4")
+        )
+    return links
+
+
+# --- registration ---------------------------------------------------------------------------
+
+_WAIT = {
+    "type": "number",
+    "minimum": 0,
+    "maximum": 45,
+    "description": "Seconds to wait for completion, with progress (0 = return at once).",
+}
+
+DESCRIPTIONS = {
+    "generate_video": (
+        "Start a paid Wan 2.6 video job. Mode from fields: prompt only = text-to-video; image = image-to-video; "
+        "reference_videos = reference-to-video. Returns task_id at once; then poll get_task_status. "
+        "Identical calls within 10 min return the same task."
+    ),
+    "get_task_status": (
+        "Status of a task (from the local journal, else the gateway). wait_seconds blocks with progress. "
+        "When completed, downloads the MP4 once and returns local_path, url (expires 24 h) and a poster frame."
+    ),
+    "upload_image": (
+        "Upload one image for image-to-video; give exactly one of path (local file in an allowed folder) or "
+        "data (base64 or data: URL). Fixes format/size for Wan, reuses earlier uploads. Returns url."
+    ),
+    "list_tasks": "Recent tasks from the local journal, newest first (find a lost task_id here).",
+}
+
+_TOOLS: list[
+    tuple[Callable[..., Awaitable[CallToolResult]], str, dict[str, Any], type[BaseModel], ToolAnnotations]
+] = []
+
+
+def input_schemas(max_wait: float) -> dict[str, dict[str, Any]]:
+    wait = {**_WAIT, "maximum": max_wait}
+    gen = video_request_schema()
+    gen["properties"]["wait_seconds"] = {**wait, "default": 0}
+    return {
+        "generate_video": gen,
+        "get_task_status": {
+            "type": "object",
+            "properties": {
+                "task_id": {"type": "string", "description": "From generate_video or list_tasks."},
+                "wait_seconds": {**wait, "default": 0},
+                "download": {"type": "boolean", "default": True, "description": "Save the MP4 locally."},
+            },
+            "required": ["task_id"],
+            "additionalProperties": False,
+        },
+        "upload_image": {
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "description": "Local image file."},
+                "data": {"type": "string", "description": "Base64 or data:image/...;base64,..."},
+            },
+            "additionalProperties": False,
+        },
+        "list_tasks": {
+            "type": "object",
+            "properties": {
+                "status": {
+                    "type": "string",
+                    "enum": [
+                        "submitting",
+                        "unconfirmed",
+                        "rejected",
+                        "queued",
+                        "in_progress",
+                        "completed",
+                        "failed",
+                    ],
+                },
+                "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+            },
+            "additionalProperties": False,
+        },
+    }
+
+
+def build_tools(settings: Settings) -> list[Tool]:
+    schemas = input_schemas(settings.max_wait_seconds)
+    specs: list[tuple[Callable[..., Awaitable[CallToolResult]], str, type[BaseModel], ToolAnnotations]] = [
+        (
+            generate_video,
+            "Generate video",
+            TaskView,
+            ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True),
+        ),
+        (
+            get_task_status,
+            "Get task status",
+            TaskView,
+            ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True),
+        ),
+        (
+            upload_image,
+            "Upload image",
+            UploadView,
+            ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True),
+        ),
+        (
+            list_tasks,
+            "List tasks",
+            TaskList,
+            ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+        ),
+    ]
+    tools = []
+    for fn, title, out_model, hints in specs:
+        name = fn.__name__
+        tool = Tool.from_function(
+            fn,
+            name=name,
+            title=title,
+            description=DESCRIPTIONS[name],
+            annotations=hints,
+            structured_output=False,
+        )
+        tool.fn_metadata.arg_model = _RawArguments
+        tool.fn_metadata.output_model = out_model
+        tool.fn_metadata.output_schema = output_schema(out_model)
+        tool.parameters = schemas[name]
+        tools.append(tool)
+    return tools
+
+
+def tools_list_size(tools: list[Tool]) -> int:
+    """Bytes of the tools/list payload these tools produce (for the context budget test)."""
+    payload = [
+        {
+            "name": t.name,
+            "title": t.title,
+            "description": t.description,
+            "inputSchema": t.parameters,
+            "outputSchema": t.output_schema,
+            "annotations": t.annotations.model_dump(by_alias=True, exclude_none=True) if t.annotations else None,
+        }
+        for t in tools
+    ]
+    return len(json.dumps(payload, separators=(",", ":")))
