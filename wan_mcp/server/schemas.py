@@ -49,5 +49,16 @@ def compact_schema(schema: dict[str, Any], *, keep_descriptions: bool = False) -
     return result
 
 
-def output_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return compact_schema(model.model_json_schema())
+def output_schema(model: type[BaseModel], fields: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The model's schema, optionally trimmed to the ``fields`` an agent acts on.
+
+    Trimming stays truthful: the listed properties keep their exact types, the rest are
+    still returned and allowed (no ``additionalProperties: false``), and nested objects
+    of the trimmed-away fields are not spelled out.
+    """
+    schema = compact_schema(model.model_json_schema())
+    if fields is not None:
+        props = schema["properties"]
+        schema["properties"] = {name: props[name] for name in fields}
+        schema["required"] = [r for r in schema.get("required", []) if r in fields]
+    return schema

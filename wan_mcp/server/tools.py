@@ -291,6 +291,17 @@ def input_schemas(max_wait: float) -> dict[str, dict[str, Any]]:
     }
 
 
+_TASK_FIELDS = ("task_id", "status", "mode", "progress", "next_poll_seconds", "local_path", "video_url",
+                "url_expires_at", "error")
+_OUTPUT_SCHEMAS: dict[str, dict[str, Any]] = {
+    "generate_video": output_schema(TaskView, _TASK_FIELDS),
+    "get_task_status": output_schema(TaskView, _TASK_FIELDS),
+    "upload_image": output_schema(UploadView, ("url", "sha256", "width", "height", "changes", "cached")),
+    "list_tasks": {"type": "object", "properties": {"tasks": {"type": "array", "items": {"type": "object"}}},
+                   "required": ["tasks"]},
+}
+
+
 def build_tools(settings: Settings) -> list[Tool]:
     schemas = input_schemas(settings.max_wait_seconds)
     specs: list[tuple[Callable[..., Awaitable[CallToolResult]], str, type[BaseModel], ToolAnnotations]] = [
@@ -332,7 +343,7 @@ def build_tools(settings: Settings) -> list[Tool]:
         )
         tool.fn_metadata.arg_model = _RawArguments
         tool.fn_metadata.output_model = out_model
-        tool.fn_metadata.output_schema = output_schema(out_model)
+        tool.fn_metadata.output_schema = _OUTPUT_SCHEMAS[name]
         tool.parameters = schemas[name]
         tools.append(tool)
     return tools
