@@ -1,0 +1,511 @@
+"""The simulated gateway's state: tasks on a clock, uploads, auth, balance, faults and the request log.
+
+Nothing here knows about HTTP routing; :mod:`wan_mcp.simulator.app` translates requests into
+calls on :class:`Engine`, and tests drive the same object directly (``sim.engine``).
+
+Task progress is computed lazily from a monotonic clock whenever someone looks, so there are
+no background tasks to leak or cancel, and a task's phase depends only on elapsed time:
+``queued`` for the first 20 % of ``job_seconds``, then ``in_progress`` with rising progress,
+then ``completed`` or ``failed``. ``job_seconds`` is captured per task at creation, so
+re-configuring speed never rewinds a task already running.
+
+Choices the contract leaves open, marked [I] (ours):
+- A repeated ``client_business_id`` from the same key returns the existing task (HTTP 200,
+  same id) instead of creating a second one or answering 409, whatever the new body says.
+- Business ids are scoped to the key that created the task; task ids are global (unguessable).
+- The balance is a fixed number (tests set it); creates do not spend it. ``<= 0`` means 402,
+  checked before validation, so *every* create answers 402.
+- ``audio: false`` on ``wan2.6`` is accepted and ignored (the non-flash model always has audio).
+- ``complete_without_url`` yields ``result: {"type": "video", "data": []}``: no URL anywhere.
+- URL expiry is judged with the *current* ``url_ttl_seconds`` so a test can expire old results.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
+from urllib.parse import unquote, urlsplit
+
+from PIL import Image
+
+from wan_mcp.simulator.faults import Fault, FaultSchedule, make_fault
+from wan_mcp.simulator.render import RenderSpec
+from wan_mcp.simulator.uploads import EXTENSIONS, Upload, UploadStore
+from wan_mcp.simulator.validation import FRAME_SIZES, GenerationRequest, closest_aspect_ratio, validate_create
+
+QUEUED_FRACTION: Final = 0.2
+CONTENT_POLICY_MESSAGE: Final = "Generation failed: Content violates the content policy"
+_CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+STATUS_STYLES: Final = ("queued", "submitted", "pending")
+CREATE_ENVELOPES: Final = ("task", "old")
+URL_STYLES: Final = ("result", "top_level")
+
+
+class SimError(Exception):
+    """An HTTP error the gateway would answer with ``{"error": {"code", "message", "type"}}``."""
+
+    def __init__(self, status: int, err_type: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.err_type = err_type
+        self.message = message
+        self.headers = headers or {}
+
+    def envelope(self) -> dict[str, Any]:
+        return {"error": {"code": self.status, "message": self.message, "type": self.err_type}}
+
+
+def unauthorized() -> SimError:
+    return SimError(401, "authentication_error", "Authentication failed, please check your API key")
+
+
+def task_not_found() -> SimError:
+    return SimError(404, "not_found_error", "Task not found")
+
+
+@dataclass
+class SimConfig:
+    """Knobs tests flip at runtime (``Engine.configure``); see docs/SIMULATOR_API.md."""
+
+    status_style: str = "queued"
+    create_envelope: str = "task"
+    complete_without_url: bool = False
+    fail_prompts_containing: str | None = None
+    job_seconds: float = 0.3
+    url_ttl_seconds: int = 86_400
+    balance: float = 100.0
+    url_style: str = "result"
+
+    def updated(self, changes: dict[str, Any]) -> SimConfig:
+        """A validated copy with ``changes`` applied; raises ValueError naming the bad key."""
+        known = {f.name for f in fields(self)}
+        for key in changes:
+            if key not in known:
+                raise ValueError(f"unknown config key {key!r}; expected one of {', '.join(sorted(known))}")
+        new = copy.copy(self)
+        for key, value in changes.items():
+            setattr(new, key, _checked_config_value(key, value))
+        return new
+
+
+def _checked_config_value(key: str, value: Any) -> Any:
+    enums = {"status_style": STATUS_STYLES, "create_envelope": CREATE_ENVELOPES, "url_style": URL_STYLES}
+    if key in enums:
+        if value not in enums[key]:
+            raise ValueError(f"{key} must be one of {', '.join(enums[key])}")
+        return value
+    if key == "complete_without_url":
+        if not isinstance(value, bool):
+            raise ValueError("complete_without_url must be a boolean")
+        return value
+    if key == "fail_prompts_containing":
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError("fail_prompts_containing must be a non-empty string or null")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{key} must be a non-negative number")
+    if key == "url_ttl_seconds":
+        return int(value)
+    return float(value)
+
+
+@dataclass(frozen=True)
+class RequestLogEntry:
+    """One request as the simulator saw it. ``status`` 0 = no response sent (reset) or still in flight."""
+
+    method: str
+    path: str
+    status: int
+    endpoint: str
+    fault: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "endpoint": self.endpoint,
+            "fault": self.fault,
+        }
+
+
+@dataclass
+class LogRecord:
+    """Mutable while the request is in flight, so a stalled request is visible to tests at once."""
+
+    method: str
+    path: str
+    endpoint: str
+    status: int = 0
+    fault: str | None = None
+
+    def freeze(self) -> RequestLogEntry:
+        return RequestLogEntry(self.method, self.path, self.status, self.endpoint, self.fault)
+
+
+@dataclass
+class Task:
+    """An upstream task. Immutable facts plus the lazily rendered video."""
+
+    id: str
+    owner: str
+    request: GenerationRequest
+    body: dict[str, Any]
+    created_mono: float
+    created_wall: float
+    job_seconds: float
+    seed: int
+    aspect_ratio: str
+    width: int
+    height: int
+    fail_message: str | None
+    video: bytes | None = field(default=None, repr=False)
+
+
+class Engine:
+    """All simulator state behind one lock; safe to call from tests while the server runs."""
+
+    def __init__(
+        self,
+        *,
+        api_keys: Iterable[str] | None = None,
+        job_seconds: float = 0.3,
+        seed: int = 0,
+        balance: float = 100.0,
+        url_ttl_seconds: int = 86_400,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._api_keys = frozenset(api_keys) if api_keys is not None else None
+        self._config = SimConfig().updated(
+            {"job_seconds": job_seconds, "balance": balance, "url_ttl_seconds": url_ttl_seconds}
+        )
+        self._initial_config = copy.copy(self._config)
+        self._rng = random.Random(f"ids:{seed}")
+        self._faults = FaultSchedule(seed)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._tasks: dict[str, Task] = {}
+        self._business_ids: dict[tuple[str, str], str] = {}
+        self._log: list[LogRecord] = []
+        self.uploads = UploadStore()
+        self.base_url: str | None = None  # set by the harness once the port is known
+        self.closing = threading.Event()  # set on shutdown: stalls and delays end early
+
+    # --- configuration ----------------------------------------------------------------------------
+
+    @property
+    def config(self) -> SimConfig:
+        with self._lock:
+            return copy.copy(self._config)
+
+    def configure(self, **changes: Any) -> None:
+        """Apply ``SimConfig`` changes atomically (all or nothing)."""
+        with self._lock:
+            self._config = self._config.updated(changes)
+
+    # --- faults -----------------------------------------------------------------------------------
+
+    def add_fault(
+        self,
+        endpoint: str,
+        kind: str,
+        *,
+        times: int = 1,
+        retry_after: float | None = None,
+        delay: float | None = None,
+        probability: float = 1.0,
+    ) -> Fault:
+        fault = make_fault(endpoint, kind, times=times, retry_after=retry_after, delay=delay, probability=probability)
+        self._faults.add(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    def pending_faults(self) -> list[Fault]:
+        return self._faults.pending()
+
+    def take_fault(self, endpoint: str) -> Fault | None:
+        return self._faults.take(endpoint)
+
+    # --- request log ------------------------------------------------------------------------------
+
+    def log_request(self, method: str, path: str, endpoint: str) -> LogRecord:
+        record = LogRecord(method, path, endpoint)
+        with self._lock:
+            self._log.append(record)
+        return record
+
+    def requests(self, endpoint: str | None = None) -> list[RequestLogEntry]:
+        with self._lock:
+            return [r.freeze() for r in self._log if endpoint is None or r.endpoint == endpoint]
+
+    def count(self, endpoint: str | None = None) -> int:
+        return len(self.requests(endpoint))
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    # --- auth and balance -------------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> str:
+        """Return an owner fingerprint for a valid ``Bearer`` header (never the key itself)."""
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise unauthorized()
+        if self._api_keys is not None and token not in self._api_keys:
+            raise unauthorized()
+        return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+    def check_balance(self) -> None:
+        if self.config.balance <= 0:
+            raise SimError(402, "payment_required", "Insufficient account balance, please top up and retry")
+
+    def balance_view(self) -> dict[str, Any]:
+        balance = self.config.balance
+        return {
+            "success": True,
+            "remain_balance": balance,
+            "used_balance": 0.0,
+            "remain_credits": int(balance * 200),
+            "used_credits": 0,
+            "credits_per_usd": 200,
+            "unlimited_quota": False,
+        }
+
+    # --- tasks ------------------------------------------------------------------------------------
+
+    def create_task(self, body: object, owner: str) -> tuple[Task, bool]:
+        """Validate and create; returns (task, created). Raises SimError or InvalidRequest."""
+        self.check_balance()
+        config = self.config
+        request = validate_create(body)
+        assert isinstance(body, dict)
+        aspect_ratio = request.aspect_ratio or "16:9"
+        if request.mode == "i2v" and request.image_url is not None:
+            aspect_ratio = self._image_aspect_ratio(request.image_url)
+        width, height = FRAME_SIZES[(aspect_ratio, request.resolution)]
+        fail_message = None
+        needle = config.fail_prompts_containing
+        if needle and needle.lower() in (request.prompt or "").lower():
+            fail_message = CONTENT_POLICY_MESSAGE
+        with self._lock:
+            if request.client_business_id is not None:
+                existing = self._business_ids.get((owner, request.client_business_id))
+                if existing is not None:
+                    return self._tasks[existing], False
+            task = Task(
+                id=self._new_id("video_"),
+                owner=owner,
+                request=request,
+                body=copy.deepcopy(body),
+                created_mono=self._clock(),
+                created_wall=self._wall_clock(),
+                job_seconds=config.job_seconds,
+                seed=request.seed if request.seed is not None else self._rng.randrange(2**31),
+                aspect_ratio=aspect_ratio,
+                width=width,
+                height=height,
+                fail_message=fail_message,
+            )
+            self._tasks[task.id] = task
+            if request.client_business_id is not None:
+                self._business_ids[(owner, request.client_business_id)] = task.id
+            return task, True
+
+    def clear_tasks(self) -> None:
+        """Forget every task (and its rendered video); ids keep advancing, so none is ever reused."""
+        with self._lock:
+            self._tasks.clear()
+            self._business_ids.clear()
+
+    def reset(self) -> None:
+        """Back to the state just after construction (config, faults, log, tasks, uploads)."""
+        with self._lock:
+            self._config = copy.copy(self._initial_config)
+            self._log.clear()
+            self.clear_tasks()
+            self.uploads.clear()
+        self._faults.clear()
+
+    def find_task(self, reference: str, owner: str) -> Task:
+        """Look up by task id, else by the caller's own ``client_business_id``."""
+        with self._lock:
+            task = self._tasks.get(reference)
+            if task is None:
+                task_id = self._business_ids.get((owner, reference))
+                task = self._tasks.get(task_id) if task_id is not None else None
+        if task is None:
+            raise task_not_found()
+        return task
+
+    def phase(self, task: Task) -> tuple[str, int]:
+        """(status, progress) right now, before any ``status_style`` renaming."""
+        elapsed = self._clock() - task.created_mono
+        if elapsed >= task.job_seconds:
+            return ("failed", 0) if task.fail_message else ("completed", 100)
+        queued_for = task.job_seconds * QUEUED_FRACTION
+        if elapsed < queued_for:
+            return "queued", 0
+        fraction = (elapsed - queued_for) / (task.job_seconds - queued_for)
+        return "in_progress", max(1, min(99, int(1 + 98 * fraction)))
+
+    def completed_at(self, task: Task) -> int:
+        return int(task.created_wall + task.job_seconds)
+
+    def video_url(self, task: Task, base_url: str) -> str:
+        return f"{base_url}/files/videos/{task.id}.mp4"
+
+    def task_view(self, task: Task, base_url: str) -> dict[str, Any]:
+        """The ``generation.task`` object a status GET returns."""
+        config = self.config
+        status, progress = self.phase(task)
+        view: dict[str, Any] = {"id": task.id}
+        if task.request.client_business_id is not None:
+            view["client_business_id"] = task.request.client_business_id
+        view.update(
+            {
+                "object": "generation.task",
+                "model": task.request.model,
+                "status": config.status_style if status == "queued" else status,
+                "progress": progress,
+                "created_at": int(task.created_wall),
+            }
+        )
+        if status == "completed":
+            completed_at = self.completed_at(task)
+            view["completed_at"] = completed_at
+            view["expires_at"] = completed_at + config.url_ttl_seconds
+            if config.complete_without_url:
+                view["result"] = {"type": "video", "data": []}
+            elif config.url_style == "top_level":
+                view["url"] = self.video_url(task, base_url)
+            else:
+                view["result"] = {
+                    "type": "video",
+                    "data": [{"url": self.video_url(task, base_url), "format": "mp4"}],
+                }
+        elif status == "failed":
+            view["error"] = {"code": "generation_failed", "message": task.fail_message}
+        return view
+
+    def create_view(self, task: Task, base_url: str) -> dict[str, Any]:
+        """The create response, in the configured envelope."""
+        if self.config.create_envelope == "old":
+            return {"code": 200, "data": [{"status": "submitted", "task_id": task.id}]}
+        view = self.task_view(task, base_url)
+        view["metadata"] = {} if task.request.model == "wan2.6-flash" else {"aspect_ratio": task.aspect_ratio}
+        return view
+
+    def tasks(self, base_url: str | None = None) -> list[dict[str, Any]]:
+        """Every task: its public view plus what the simulator decided (mode, size, seed, body)."""
+        with self._lock:
+            snapshot = list(self._tasks.values())
+        base = base_url or self.base_url or ""
+        result = []
+        for task in snapshot:
+            view = self.task_view(task, base)
+            view.update(
+                {
+                    "mode": task.request.mode,
+                    "aspect_ratio": task.aspect_ratio,
+                    "resolution": task.request.resolution,
+                    "width": task.width,
+                    "height": task.height,
+                    "duration": task.request.duration,
+                    "audio": task.request.audio,
+                    "seed": task.seed,
+                    "owner": task.owner,
+                    "request": copy.deepcopy(task.body),
+                }
+            )
+            result.append(view)
+        return result
+
+    def video_task(self, name: str) -> Task:
+        """The completed task behind ``/files/videos/<name>``; 404 if none, 410 once expired."""
+        task_id = name.removesuffix(".mp4")
+        with self._lock:
+            task = self._tasks.get(task_id) if name.endswith(".mp4") else None
+        if task is None or self.phase(task)[0] != "completed":
+            raise SimError(404, "not_found_error", "File not found")
+        expires_mono = task.created_mono + task.job_seconds + self.config.url_ttl_seconds
+        if self._clock() >= expires_mono:
+            raise SimError(410, "expired_error", "The file has expired; submit a new task")
+        return task
+
+    def render_spec(self, task: Task) -> RenderSpec:
+        request = task.request
+        image = reference = None
+        source_label = ""
+        if request.mode == "i2v" and request.image_url is not None:
+            upload = self.local_upload(request.image_url)
+            image = upload.data if upload is not None and upload.kind == "image" else None
+            source_label = request.image_url
+        elif request.mode == "r2v" and request.reference_urls:
+            upload = self.local_upload(request.reference_urls[0])
+            reference = upload.data if upload is not None and upload.kind == "video" else None
+            source_label = request.reference_urls[0]
+        return RenderSpec(
+            width=task.width,
+            height=task.height,
+            duration=request.duration,
+            audio=request.audio,
+            seed=task.seed,
+            model=request.model,
+            mode=request.mode,
+            prompt=request.prompt or "",
+            negative_prompt=request.negative_prompt or "",
+            shot_type=request.shot_type or "single",
+            image=image,
+            reference=reference,
+            source_label=source_label,
+        )
+
+    # --- uploads ----------------------------------------------------------------------------------
+
+    def add_upload(self, kind: str, data: bytes, mime_type: str) -> Upload:
+        with self._lock:
+            upload_id = "upload_" + "".join(self._rng.choice("0123456789abcdef") for _ in range(12))
+        upload = Upload(upload_id, kind, upload_id + EXTENSIONS[mime_type], mime_type, data)
+        self.uploads.add(upload)
+        return upload
+
+    def local_upload(self, url: str) -> Upload | None:
+        """The upload a URL names if it points into our own ``/files/uploads/`` (any host alias)."""
+        path = unquote(urlsplit(url).path)
+        prefix = "/files/uploads/"
+        return self.uploads.get(path[len(prefix) :]) if path.startswith(prefix) else None
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _new_id(self, prefix: str) -> str:
+        value = self._rng.getrandbits(130)
+        return prefix + "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in range(26))
+
+    def _image_aspect_ratio(self, url: str) -> str:
+        """i2v orientation follows the image; a foreign URL (unreachable offline) falls back to 16:9."""
+        upload = self.local_upload(url)
+        if upload is None or upload.kind != "image":
+            return "16:9"
+        try:
+            with Image.open(io.BytesIO(upload.data)) as picture:
+                width, height = picture.size
+                orientation = picture.getexif().get(0x0112, 1)
+        except Exception:  # undecodable upload: the render draws a placeholder anyway
+            return "16:9"
+        if orientation in (5, 6, 7, 8):  # EXIF rotations by 90 degrees swap the displayed sides
+            width, height = height, width
+        return closest_aspect_ratio(width, height)
