@@ -10,7 +10,9 @@ valid (codec, pixel size and duration checked with PyAV).
 from __future__ import annotations
 
 import json
+import logging
 import os
+import secrets
 import sys
 import time
 from dataclasses import dataclass
@@ -61,11 +63,14 @@ class ProgressBar:
             return
         self.last = pct
         filled = pct * 30 // 100
-        sys.stderr.write(f"\r  {self.label:4} [{'#' * filled}{'.' * (30 - filled)}] {pct:3d}%  {message or ''}"[:110])
+        line = f"  {self.label:4} [{'#' * filled}{'.' * (30 - filled)}] {pct:3d}%  {message or ''}"[:110]
+        # Redraw in place on a terminal; one line per update when stderr is a file or pipe.
+        sys.stderr.write(f"\r{line}" if sys.stderr.isatty() else f"{line}\n")
         sys.stderr.flush()
 
     def done(self) -> None:
-        sys.stderr.write("\n")
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
 
 
 def _structured(result: Any) -> dict[str, Any]:
@@ -214,10 +219,14 @@ def _table(rows: list[Row]) -> str:
 def run_demo(out: str = "wan-mcp-demo", job_seconds: float = 3.0) -> int:
     from wan_mcp.simulator.harness import SimulatorServer
 
-    out_dir = Path(out).expanduser().resolve()
+    # A fresh run folder (journal included) each time: a second run must really run, not be
+    # answered from the first run's journal as a duplicate request.
+    out_dir = Path(out).expanduser().resolve() / time.strftime("run-%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("wan_mcp.simulator", "uvicorn", "uvicorn.error"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     print(f"wan-mcp demo: simulator + real stdio server + MCP client; files under {out_dir}", file=sys.stderr)
-    with SimulatorServer(job_seconds=job_seconds, api_keys={DEMO_KEY}) as sim:
+    with SimulatorServer(job_seconds=job_seconds, api_keys={DEMO_KEY}, seed=secrets.randbits(32)) as sim:
         print(f"simulated gateway at {sim.base_url}", file=sys.stderr)
         rows = anyio.run(_drive, out_dir, sim.base_url)
         creates = sim.count(endpoint="create")
