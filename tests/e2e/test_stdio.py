@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from PIL import Image
 
 from tests.e2e.conftest import KEY, Dirs, server_env, stdio_params
@@ -72,9 +73,10 @@ async def test_tools_list_states_the_rules_within_the_context_budget(
     assert size <= 6000, f"tools/list is {size} bytes"
 
 
-async def test_every_mode_end_to_end_to_a_valid_mp4(fresh_sim: SimulatorServer, dirs: Dirs) -> None:
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_every_mode_end_to_end_to_a_valid_mp4(fresh_sim: SimulatorServer, dirs: Dirs, mode: str) -> None:
     image = _portrait_png(dirs.inputs / "portrait.png")
-    async with Client(stdio_params(server_env(fresh_sim, dirs))) as client:
+    async with Client(stdio_params(server_env(fresh_sim, dirs)), mode=mode) as client:  # type: ignore[arg-type]
         t2v = _data(
             await client.call_tool(
                 "generate_video",
@@ -129,10 +131,11 @@ BAD_CALLS = [
 ]
 
 
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_invalid_calls_name_the_field_and_reach_no_upstream(
-    fresh_sim: SimulatorServer, dirs: Dirs
+    fresh_sim: SimulatorServer, dirs: Dirs, mode: str
 ) -> None:
-    async with Client(stdio_params(server_env(fresh_sim, dirs))) as client:
+    async with Client(stdio_params(server_env(fresh_sim, dirs)), mode=mode) as client:  # type: ignore[arg-type]
         for args, field in BAD_CALLS:
             result = await client.call_tool("generate_video", args)
             assert result.is_error, args
@@ -148,14 +151,15 @@ async def test_invalid_calls_name_the_field_and_reach_no_upstream(
     assert fresh_sim.count(endpoint="upload_image") == 0
 
 
-async def test_progress_notifications_arrive_while_waiting(fresh_sim: SimulatorServer, dirs: Dirs) -> None:
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_progress_notifications_arrive_while_waiting(fresh_sim: SimulatorServer, dirs: Dirs, mode: str) -> None:
     fresh_sim.configure(job_seconds=3.0)
     seen: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append((progress, total, message))
 
-    async with Client(stdio_params(server_env(fresh_sim, dirs))) as client:
+    async with Client(stdio_params(server_env(fresh_sim, dirs)), mode=mode) as client:  # type: ignore[arg-type]
         task = _data(
             await client.call_tool("generate_video", {"prompt": "a slow sunrise", "resolution": "720p"})
         )
@@ -218,6 +222,19 @@ async def test_kill_9_mid_wait_then_restart_completes_with_one_task_and_one_file
     assert fresh_sim.count(endpoint="create") == 1
     files = [p for p in dirs.videos.iterdir()]
     assert [p.name for p in files] == [Path(done["local_path"]).name], files
+
+
+async def test_serve_simulate_needs_no_key(dirs: Dirs) -> None:
+    """`wan-mcp serve --simulate`: what a user tries in their host before buying a key."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    env.update({"WAN_MCP_DATA_DIR": str(dirs.data), "WAN_MCP_SIMULATOR_JOB_SECONDS": "0.5",
+                "WAN_MCP_POLL_FIRST_SECONDS": "0.2", "WAN_MCP_POLL_INTERVAL_SECONDS": "0.3"})  # fmt: skip
+    params = StdioServerParameters(command=sys.executable, args=["-m", "wan_mcp", "serve", "--simulate"], env=env)
+    async with Client(params) as client:
+        task = _data(await client.call_tool("generate_video", {"prompt": "a try-out", "resolution": "720p"}))
+        done = await _until_done(client, task["task_id"])
+    assert done["status"] == "completed"
+    assert Path(done["local_path"]).is_relative_to(dirs.data / "simulator")
 
 
 async def test_same_image_is_uploaded_once(fresh_sim: SimulatorServer, dirs: Dirs) -> None:
