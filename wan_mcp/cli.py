@@ -14,17 +14,25 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from wan_mcp import __version__
-from wan_mcp.errors import WanError
+from wan_mcp.errors import WanError, redact
 
 SIMULATOR_KEY = "sk-simulator-local-demo-key"
+
+
+class RedactingFormatter(logging.Formatter):
+    """Last line of defence: a registered secret (key, HTTP tokens) never reaches a log line,
+    not even inside a traceback or a third-party library's message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def _setup_logging() -> None:
     # stdout is the MCP wire for stdio: everything human goes to stderr.
     level = os.environ.get("WAN_MCP_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(stream=sys.stderr, level=level)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
 
 def _parser() -> argparse.ArgumentParser:

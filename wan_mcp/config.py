@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from platformdirs import user_data_path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -27,6 +26,8 @@ ENV_PREFIX = "WAN_MCP_"
 
 
 def default_data_dir() -> Path:
+    from platformdirs import user_data_path  # only when no data dir is configured
+
     return user_data_path("wan-mcp", appauthor=False)
 
 

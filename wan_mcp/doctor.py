@@ -1,12 +1,14 @@
 """``wan-mcp doctor``: what a newcomer checks first, in the order things break.
 
-Prints one line per check with what to fix. The key is shown only as a fingerprint
-(sha256 prefix), so the output can be pasted into an issue.
+Prints one line per check with what to fix; exits 1 if any check FAILs. The key and
+the HTTP tokens are shown only as fingerprints (sha256 prefix), so the output can be
+pasted into an issue.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sys
 import tempfile
@@ -16,7 +18,9 @@ import anyio
 
 from wan_mcp import __version__
 from wan_mcp.config import Settings, load_settings
-from wan_mcp.errors import WanError
+from wan_mcp.errors import ErrorCode, WanError
+
+Check = tuple[bool | None, str, str]
 
 
 def fingerprint(secret: str) -> str:
@@ -26,8 +30,9 @@ def fingerprint(secret: str) -> str:
 def _writable(path: Path) -> str | None:
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-") as probe:
+            probe.write(b"x")
+            probe.flush()
     except OSError as exc:
         return f"{path} is not writable ({exc.strerror})"
     return None
@@ -38,11 +43,11 @@ def _line(ok: bool | None, label: str, detail: str) -> str:
     return f"[{mark}] {label}: {detail}"
 
 
-async def _gateway_checks(settings: Settings) -> list[tuple[bool | None, str, str]]:
+async def _gateway_checks(settings: Settings) -> list[Check]:
     from wan_mcp.gateway.client import GatewayClient, RetryPolicy, make_http_client
 
-    out: list[tuple[bool | None, str, str]] = []
-    if settings.api_key is None:
+    out: list[Check] = []
+    if settings.api_key is None or not settings.api_key.get_secret_value():
         out.append(
             (
                 False,
@@ -51,7 +56,7 @@ async def _gateway_checks(settings: Settings) -> list[tuple[bool | None, str, st
                 "(or try `wan-mcp serve --simulate`)",
             )
         )
-        out.append((None, "gateway", "needs a key"))
+        out.append((None, "gateway", f"{settings.base_url} not contacted: needs a key"))
         return out
     out.append((True, "api key", f"present ({fingerprint(settings.api_key.get_secret_value())})"))
     async with make_http_client(settings) as http:
@@ -63,25 +68,53 @@ async def _gateway_checks(settings: Settings) -> list[tuple[bool | None, str, st
         )
         try:
             balance = await client.get_balance()
-            out.append((True, "gateway", f"{settings.base_url} answered; balance {balance.remain_balance}"))
         except WanError as err:
-            out.append((False, "gateway", str(err)))
+            if err.code in (ErrorCode.AUTH, ErrorCode.PAYMENT):  # it answered: reachable, the key is the problem
+                out.append((True, "gateway", f"{settings.base_url} reachable"))
+                out.append((False, "key accepted", str(err)))
+            else:
+                out.append((False, "gateway", str(err)))
+            return out
+    out.append((True, "gateway", f"{settings.base_url} reachable"))
+    if balance.unlimited:
+        out.append((True, "key accepted", "balance: unlimited"))
+    elif balance.remain_balance is not None and balance.remain_balance <= 0:
+        out.append(
+            (False, "key accepted", "but the balance is 0: generate_video will be refused (402); top up the account")
+        )
+    else:
+        out.append((True, "key accepted", f"balance {balance.remain_balance}"))
     return out
 
 
+def _token_check(settings: Settings) -> Check:
+    if not settings.http_token:
+        return (None, "http token", "not set (needed only to serve HTTP/SSE beyond 127.0.0.1: WAN_MCP_HTTP_TOKEN)")
+    prints = ", ".join(fingerprint(t.get_secret_value()) for t in settings.http_token)
+    short = [t for t in settings.http_token if len(t.get_secret_value()) < 16]
+    if short:
+        return (False, "http token", f"{len(short)} shorter than 16 characters ({prints}); use long random strings")
+    return (True, "http token", f"{len(settings.http_token)} configured ({prints})")
+
+
 def run_doctor() -> int:
-    checks: list[tuple[bool | None, str, str]] = []
+    # The HTTP client logs each request at INFO; the check lines say it better.
+    for name in ("httpx2", "httpcore", "httpcore2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    checks: list[Check] = []
     try:
         settings = load_settings()
     except (WanError, ValueError) as exc:
-        print(_line(False, "config", str(exc)), file=sys.stderr)
+        print(_line(False, "config", f"{exc}".strip()))
+        print("Fix the setting named above (env WAN_MCP_<NAME> or the WAN_MCP_CONFIG file), then run doctor again.")
         return 1
     cfg = os.environ.get("WAN_MCP_CONFIG")
     checks.append((True, "version", f"wan-mcp {__version__}, Python {sys.version.split()[0]}"))
     checks.append((True, "config", f"file {cfg}" if cfg else "env/defaults (no WAN_MCP_CONFIG)"))
     for label, path in (("data dir", settings.data_dir), ("output dir", settings.resolved_output_dir)):
         problem = _writable(path)
-        checks.append((problem is None, label, problem or str(path)))
+        env = "WAN_MCP_DATA_DIR" if label == "data dir" else "WAN_MCP_OUTPUT_DIR"
+        checks.append((problem is None, label, f"{problem}; set {env} to a writable folder" if problem else str(path)))
     roots = ", ".join(str(p) for p in settings.read_roots)
     checks.append(
         (True, "read roots", roots + (" (dot-folders excluded)" if settings.restrict_dotdirs else ""))
@@ -92,7 +125,10 @@ def run_doctor() -> int:
         checks.append((True, "PyAV", "installed (poster frames, video probing)"))
     except ImportError:
         checks.append((None, "PyAV", "not installed: pip install 'wan-mcp[media]' for poster frames"))
+    checks.append(_token_check(settings))
     checks.extend(anyio.run(_gateway_checks, settings))
     for ok, label, detail in checks:
         print(_line(ok, label, detail))
-    return 1 if any(ok is False for ok, _, _ in checks) else 0
+    failed = [label for ok, label, _ in checks if ok is False]
+    print(f"{len(failed)} problem(s): fix the FAIL lines above." if failed else "All checks passed.")
+    return 1 if failed else 0

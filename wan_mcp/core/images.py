@@ -19,8 +19,10 @@ import hashlib
 import io
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+if TYPE_CHECKING:  # Pillow is imported where images are handled, not at server start-up
+    from PIL import Image
 
 from wan_mcp.errors import ErrorCode, WanError
 
@@ -71,6 +73,8 @@ def _has_alpha(im: Image.Image) -> bool:
 
 def _open(data: bytes, field: str) -> Image.Image:
     """Open from the header only, refusing bombs before any pixel is allocated."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -98,6 +102,8 @@ def _open(data: bytes, field: str) -> Image.Image:
 
 
 def _load(im: Image.Image, field: str) -> None:
+    from PIL import Image
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -187,6 +193,8 @@ def prepare_image(data: bytes, *, field: str = "image", max_bytes: int = 10 * 10
             source_sha256=source_sha,
             changes=(),
         )
+
+    from PIL import Image, ImageOps
 
     changes: list[str] = []
     icc = im.info.get("icc_profile")

@@ -182,7 +182,9 @@ class TaskJournal(Protocol):
         self, id_or_business_id: str, *, local_path: str, sha256: str, size_bytes: int
     ) -> TaskRecord: ...
 
-    async def claim_download(self, task_id: str, owner: str, ttl_seconds: float) -> bool: ...
+    async def claim_download(
+        self, task_id: str, owner: str, ttl_seconds: float, *, holder_gone: Callable[[str], bool] | None = None
+    ) -> bool: ...
 
     async def release_download(self, task_id: str, owner: str) -> None: ...
 
@@ -791,13 +793,20 @@ class SqliteJournal:
 
         return await self._call(work)
 
-    async def claim_download(self, task_id: str, owner: str, ttl_seconds: float) -> bool:
+    async def claim_download(
+        self, task_id: str, owner: str, ttl_seconds: float, *, holder_gone: Callable[[str], bool] | None = None
+    ) -> bool:
         """Take (or renew) the lease to download ``task_id``'s file; False if someone else holds it.
 
         A lease, not a lock, because the holder may die mid-download: once ``ttl_seconds``
         pass without renewal, another process may take over. The holder renews by claiming
         again with the same ``owner``. After a successful claim, re-read the task: the
         previous holder may have finished (``local_path`` set) just before releasing.
+
+        ``holder_gone(owner)`` may say that the current holder is provably dead (e.g. its
+        process no longer exists), so a restart after a kill -9 takes the lease over at
+        once instead of waiting out the TTL. It runs inside the write transaction, so two
+        restarted processes cannot both take over.
         """
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
@@ -808,7 +817,12 @@ class SqliteJournal:
                 row = conn.execute(
                     "SELECT owner, expires_at FROM download_leases WHERE task_id = ?", (task_id,)
                 ).fetchone()
-                if row is not None and row["owner"] != owner and row["expires_at"] > now:
+                if (
+                    row is not None
+                    and row["owner"] != owner
+                    and row["expires_at"] > now
+                    and (holder_gone is None or not holder_gone(str(row["owner"])))
+                ):
                     return False
                 acquired = now if row is None or row["owner"] != owner else None
                 conn.execute(

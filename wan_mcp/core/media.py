@@ -14,11 +14,12 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from PIL import Image
+if TYPE_CHECKING:  # Pillow is imported where a poster is made, not at server start-up
+    from PIL import Image
 
-__all__ = ["VideoInfo", "poster_frame", "probe_video"]
+__all__ = ["VideoInfo", "poster_frame", "probe_video", "video_problem"]
 
 _POSTER_AT_SECONDS = 1.0
 _MAX_DECODED_FRAMES = 240  # bounds the work for a file with a broken index
@@ -111,6 +112,8 @@ def poster_frame(path: Path, *, max_side: int = 320, max_bytes: int = 24_000) ->
         return None
     if image is None:
         return None
+    from PIL import Image
+
     image = image.convert("RGB")
     side = max_side
     while side >= _MIN_POSTER_SIDE:
@@ -123,3 +126,57 @@ def poster_frame(path: Path, *, max_side: int = 320, max_bytes: int = 24_000) ->
                 return out.getvalue()
         side = int(side * 0.75)
     return None
+
+
+_ISO_TOP_LEVEL = frozenset(
+    {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"uuid", b"meta", b"pdin", b"moof", b"mfra",
+     b"sidx", b"styp", b"pnot", b"prfl", b"emsg", b"prft", b"junk"}
+)
+_EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+
+
+def video_problem(path: Path) -> str | None:
+    """Why the file at ``path`` is not a complete video, or None if it looks whole.
+
+    A download can "succeed" with the wrong bytes: a proxy's HTML error page answered
+    with 200, or a body cut short under an honest but wrong ``Content-Length``. Saving
+    that as the result would hand the agent a broken file as if it were the video, and
+    it would never be fetched again. So before a download is committed we check the
+    container's structure without decoding anything (PyAV is optional): an MP4/MOV must
+    be a sequence of top-level boxes that ends exactly at the end of the file and
+    includes the ``moov`` index. WebM (EBML) is only recognised, not walked.
+    """
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(16)
+            if head[:4] == _EBML_MAGIC:
+                return None
+            offset, seen_moov, first = 0, False, True
+            while offset < size:
+                fh.seek(offset)
+                header = fh.read(16)
+                if len(header) < 8:
+                    return f"it ends inside a box header at byte {offset:,}"
+                box_size, box_type = int.from_bytes(header[:4], "big"), header[4:8]
+                if first and box_type not in _ISO_TOP_LEVEL:
+                    return "it is not an MP4 video (it starts with " + repr(head[:12])[1:] + ")"
+                first = False
+                if box_size == 1:
+                    if len(header) < 16:
+                        return f"it ends inside a box header at byte {offset:,}"
+                    box_size = int.from_bytes(header[8:16], "big")
+                elif box_size == 0:
+                    box_size = size - offset  # "to the end of the file"
+                if box_size < 8:
+                    return f"it has a malformed box at byte {offset:,}"
+                seen_moov = seen_moov or box_type == b"moov"
+                offset += box_size
+    except OSError as exc:
+        return f"it could not be read back ({exc.strerror or exc})"
+    if offset > size:
+        return f"it is truncated ({size:,} bytes, the last box needs {offset:,})"
+    if not seen_moov:
+        return "it has no moov index (incomplete MP4)"
+    return None
+

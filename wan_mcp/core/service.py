@@ -16,6 +16,9 @@ import hashlib
 import logging
 import os
 import re
+import socket
+import stat
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,7 +41,7 @@ from wan_mcp.core.files import (
     sniff_video,
 )
 from wan_mcp.core.journal import TERMINAL, TaskJournal, TaskRecord, UploadRecord
-from wan_mcp.core.media import VideoInfo
+from wan_mcp.core.media import VideoInfo, video_problem
 from wan_mcp.core.request import (
     MediaSource,
     SourceKind,
@@ -66,6 +69,8 @@ _DEFINITE_REJECTIONS = frozenset(
         ErrorCode.CONFIG,
     }
 )
+#: How many finished files' probe + poster results are kept in memory (posters are <= 24 kB).
+_DESCRIBED_CACHE = 64
 _STATUSES = ("submitting", "unconfirmed", "rejected", "queued", "in_progress", "completed", "failed")
 
 
@@ -100,6 +105,38 @@ def new_business_id() -> str:
     return f"wanmcp_{uuid.uuid4().hex}"
 
 
+_HOST = socket.gethostname()
+
+
+def _lease_holder_gone(owner: str) -> bool:
+    """Whether the download lease ``owner`` (``host:pid:nonce``) is provably dead.
+
+    A server killed mid-download (kill -9, a host closing its window) leaves its lease in
+    the shared journal; without this a restarted server waited a minute before fetching
+    the file itself. Only a process on this host that no longer exists (or is a zombie)
+    counts as gone; anything we cannot check (another host, an unreadable owner, our own
+    process) is treated as alive and left to the lease's expiry.
+    """
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != _HOST or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: it exists, under another user
+        return False
+    try:  # a killed child its parent has not reaped yet still answers kill(0)
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_line.rpartition(")")[2].split()[:1] == ["Z"]
+
+
 class VideoService:
     def __init__(
         self,
@@ -120,7 +157,10 @@ class VideoService:
         self._http = http
         self._opts = options
         self._download_locks: dict[str, anyio.Lock] = {}
-        self._owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._described: dict[tuple[str, int, int, int], tuple[VideoInfo | None, bytes | None]] = {}
+        self._described_lock = threading.Lock()
+        # host:pid:nonce, so another process can tell a download lease held by a dead process.
+        self._owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     @property
     def journal(self) -> TaskJournal:
@@ -427,11 +467,32 @@ class VideoService:
         return StatusResult(self._explain(view), poster)
 
     def _describe_file(self, path: Path) -> tuple[VideoInfo | None, bytes | None]:
-        """Probe + poster in one worker-thread hop (PyAV is blocking)."""
-        if not path.is_file():
+        """Probe + poster in one worker-thread hop (PyAV is blocking).
+
+        Remembered per file version (path, inode, size, mtime): decoding a poster costs
+        ~80 ms of CPU, and agents ask for the status of a finished task again and again.
+        """
+        try:
+            st = path.stat()
+        except OSError:
             return None, None
+        if not stat.S_ISREG(st.st_mode):
+            return None, None
+        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._described_lock:
+            cached = self._described.get(key)
+        if cached is not None:
+            return cached
         poster = poster_frame(path) if self._opts.poster_frames else None
-        return probe_video(path), poster
+        described = (probe_video(path), poster)
+        with self._described_lock:
+            self._described[key] = described
+            while len(self._described) > _DESCRIBED_CACHE:
+                self._described.pop(next(iter(self._described)))  # oldest first (insertion order)
+        return described
+
+    async def _claim_download(self, task_id: str) -> bool:
+        return await self._journal.claim_download(task_id, self._owner, 600, holder_gone=_lease_holder_gone)
 
     async def _download(self, record: TaskRecord) -> TaskRecord:
         assert record.task_id is not None and record.video_url is not None
@@ -447,7 +508,7 @@ class VideoService:
                     task_id=record.task_id,
                     hint="submit the request again; gateway URLs live 24 h",
                 )
-            if not await self._journal.claim_download(record.task_id, self._owner, 600):
+            if not await self._claim_download(record.task_id):
                 # Another server process (a second host window sharing the data dir) is
                 # downloading it: wait for its result instead of fetching it twice.
                 with anyio.move_on_after(60):
@@ -456,10 +517,19 @@ class VideoService:
                         fresh = await self._journal.get(record.task_id)
                         if fresh is not None and fresh.local_path:
                             return fresh
-                        if await self._journal.claim_download(record.task_id, self._owner, 600):
+                        if await self._claim_download(record.task_id):
                             break
             try:
-                dest = self._boundary.output_path(record.task_id)
+                try:
+                    dest = self._boundary.output_path(record.task_id)
+                except WanError as err:  # the output folder cannot be created: same promise as a full disk
+                    raise WanError(
+                        ErrorCode.DOWNLOAD_FAILED,
+                        f"the video is ready but cannot be saved: {err.message}",
+                        task_id=record.task_id,
+                        hint="set WAN_MCP_OUTPUT_DIR to a writable folder (or fix this one), then call "
+                        "get_task_status again to retry the download; download=false returns the URL now",
+                    ) from None
                 try:
                     result = await download_to(
                         self._http,
@@ -467,6 +537,8 @@ class VideoService:
                         dest,
                         max_bytes=self._opts.max_download_bytes,
                         policy=self._url_policy,
+                        # A 200 with an HTML page or a cut body must not become "the video".
+                        verify=video_problem,
                     )
                 except WanError as err:
                     raise err.with_task(record.task_id) from err

@@ -420,8 +420,13 @@ async def download_to(
     policy: UrlPolicy,
     timeout: float = 300.0,  # noqa: ASYNC109 - the contract: one overall deadline, enforced inside
     max_redirects: int = 5,
+    verify: Callable[[Path], str | None] | None = None,
 ) -> DownloadResult:
     """Fetch ``url`` into ``dest`` atomically, checking every hop with ``policy``.
+
+    ``verify`` (blocking, run in a worker thread) is shown the complete ``.part`` file
+    before it is committed and returns why the content is unusable, or None; a refusal
+    is a DOWNLOAD_FAILED like any other, so the caller can simply retry.
 
     Raises ``WanError`` with DOWNLOAD_FAILED, URL_BLOCKED or TIMEOUT; never leaves a
     partial file behind.
@@ -430,7 +435,7 @@ async def download_to(
     try:
         with anyio.fail_after(timeout):
             result = await _download(
-                http, url, part, max_bytes=max_bytes, policy=policy, max_redirects=max_redirects
+                http, url, part, max_bytes=max_bytes, policy=policy, max_redirects=max_redirects, verify=verify
             )
     except TimeoutError:
         raise _failed(url, f"it did not finish within {timeout:g} s", code=ErrorCode.TIMEOUT) from None
@@ -452,6 +457,7 @@ async def _download(
     max_bytes: int,
     policy: UrlPolicy,
     max_redirects: int,
+    verify: Callable[[Path], str | None] | None,
 ) -> DownloadResult:
     current = url
     seen: set[str] = set()
@@ -508,14 +514,18 @@ async def _download(
                 )
             if status != 200:
                 raise _failed(url, f"the file host answered HTTP {status}")
-            return await _stream_body(url, response, part, max_bytes)
+            return await _stream_body(url, response, part, max_bytes, verify)
         finally:
             await response.aclose()
     raise _failed(url, f"more than {max_redirects} redirects")
 
 
 async def _stream_body(
-    url: str, response: httpx2.Response, part: _PartFile, max_bytes: int
+    url: str,
+    response: httpx2.Response,
+    part: _PartFile,
+    max_bytes: int,
+    verify: Callable[[Path], str | None] | None = None,
 ) -> DownloadResult:
     declared = response.headers.get("content-length")
     length: int | None = None
@@ -546,6 +556,11 @@ async def _stream_body(
     encoded = response.headers.get("content-encoding", "identity").lower() not in ("", "identity")
     if length is not None and not encoded and size != length:
         raise _failed(url, f"the connection ended after {size:,} of {length:,} bytes")
+    if verify is not None:
+        await part.flush()
+        problem = await anyio.to_thread.run_sync(verify, part.part)
+        if problem is not None:
+            raise _failed(url, f"the file host sent an unusable file: {problem}")
     await part.commit()
     return DownloadResult(
         path=part.dest,

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import anyio
+import anyio.to_thread
 import httpx2
 from pydantic import SecretStr
 
@@ -83,6 +84,7 @@ def make_http_client(
     ``base_url`` fails loudly instead of silently carrying requests elsewhere.
     ``transport`` exists for tests (``httpx2.MockTransport``).
     """
+    limits = httpx2.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=30.0)
     return httpx2.AsyncClient(
         timeout=httpx2.Timeout(
             connect=settings.connect_timeout,
@@ -90,11 +92,45 @@ def make_http_client(
             write=settings.write_timeout,
             pool=settings.pool_timeout,
         ),
-        limits=httpx2.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=30.0),
+        limits=limits,
         headers={"User-Agent": f"wan-mcp/{__version__}"},
         follow_redirects=False,
-        transport=transport,
+        transport=transport if transport is not None else LazyTransport(limits),
     )
+
+
+class LazyTransport(httpx2.AsyncBaseTransport):
+    """httpx2's default transport, built on the first request instead of at start-up.
+
+    Building it imports httpcore2 and loads the CA bundle into an SSL context: ~80 ms of
+    CPU that would otherwise sit between a host spawning the stdio server and its
+    ``tools/list`` answer (benchmark figure 1). It is built once, on a worker thread, with
+    the same arguments ``httpx2.AsyncClient`` itself would pass.
+    """
+
+    def __init__(self, limits: httpx2.Limits) -> None:
+        self._limits = limits
+        self._inner: httpx2.AsyncHTTPTransport | None = None
+        self._building: anyio.Lock | None = None
+
+    async def _get(self) -> httpx2.AsyncHTTPTransport:
+        if self._inner is None:
+            if self._building is None:
+                self._building = anyio.Lock()
+            async with self._building:
+                if self._inner is None:
+                    self._inner = await anyio.to_thread.run_sync(
+                        lambda: httpx2.AsyncHTTPTransport(limits=self._limits)
+                    )
+        return self._inner
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        inner = await self._get()
+        return await inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._inner is not None:
+            await self._inner.aclose()
 
 
 @dataclass(frozen=True, slots=True)

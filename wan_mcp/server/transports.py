@@ -4,17 +4,29 @@ HTTP listens on loopback unless told otherwise, and refuses to listen anywhere e
 without a bearer token (peers ship open ``0.0.0.0`` servers; see anchors.md P8).
 DNS-rebinding protection stays on with an explicit Host/Origin allowlist: the SDK
 silently disables it for ``0.0.0.0``, so we always pass our own settings.
+Request bodies are capped at ``max_request_body_bytes`` (16 MiB: a 10 MiB image as
+base64 is ~13.4 MiB) and answered 413 beyond it.
+
+A stop signal (SIGTERM/SIGINT) is graceful on every transport: waits in flight end
+early with a normal "still running, poll again" result carrying the task id, then
+the server stops accepting, lets the answers go out and closes the journal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import ipaddress
 import logging
+import os
 import signal
+import socket
+from types import FrameType
 from typing import Any, Literal
 
+import anyio
+import uvicorn
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
@@ -24,11 +36,16 @@ from starlette.responses import JSONResponse
 
 from wan_mcp.config import Settings
 from wan_mcp.errors import ErrorCode, WanError
-from wan_mcp.server.app import build_server, quiet_third_party_loggers
+from wan_mcp.server.app import Lifecycle, build_server, quiet_third_party_loggers
 
 log = logging.getLogger("wan_mcp.transports")
 
 Transport = Literal["stdio", "sse", "http"]
+
+#: How long a stop signal waits for in-flight requests to answer before closing connections.
+DRAIN_SECONDS = 5.0
+#: uvicorn's own bound on open responses after that (downloads finishing, slow clients).
+GRACEFUL_SECONDS = 10.0
 
 
 class StaticTokenVerifier(TokenVerifier):
@@ -56,11 +73,28 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _host_literal(host: str) -> str:
+    """How ``host`` appears in a Host header: IPv6 literals in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _has_port(host_header: str) -> bool:
+    tail = host_header.rsplit("]", 1)[-1] if host_header.startswith("[") else host_header
+    return ":" in tail
+
+
 def transport_security(settings: Settings, host: str, port: int) -> TransportSecuritySettings:
+    """Host/Origin allowlists, always on: loopback names, the bound name, and WAN_MCP_ALLOWED_HOSTS/ORIGINS.
+
+    A wildcard bind (0.0.0.0, ::) adds nothing: the names clients use for this machine
+    are unknown here, so they must be listed; the SDK would instead accept any Host.
+    """
     hosts = ["127.0.0.1", "localhost", "[::1]"]
     if not is_loopback(host) and host not in ("0.0.0.0", "::"):  # noqa: S104 - compared, not bound
-        hosts.append(host)
-    allowed_hosts = [h for base in hosts for h in (base, f"{base}:{port}")] + list(settings.allowed_hosts)
+        hosts.append(_host_literal(host))
+    allowed_hosts = [h for base in hosts for h in (base, f"{base}:{port}")]
+    for extra in settings.allowed_hosts:  # "wan.example.com" also allows "wan.example.com:<any port>"
+        allowed_hosts += [extra] if _has_port(extra) else [extra, f"{extra}:*"]
     origins = [f"http://{h}:{port}" for h in hosts] + list(settings.allowed_origins)
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=allowed_hosts, allowed_origins=origins
@@ -77,23 +111,32 @@ def check_bind(settings: Settings, host: str) -> None:
         )
 
 
-def build_http_app(settings: Settings, transport: Literal["sse", "http"], host: str, port: int) -> Any:
+def build_http_app(
+    settings: Settings,
+    transport: Literal["sse", "http"],
+    host: str,
+    port: int,
+    *,
+    lifecycle: Lifecycle | None = None,
+) -> Any:
     """The Starlette app for an HTTP transport (also used by tests with their own uvicorn)."""
     check_bind(settings, host)
     tokens = [t.get_secret_value() for t in settings.http_token]
     verifier = StaticTokenVerifier(tokens) if tokens else None
     auth = None
     if verifier is not None:
-        base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - compared, not bound
+        base = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
         auth = AuthSettings(
             issuer_url=AnyHttpUrl(base),
-            resource_server_url=AnyHttpUrl(f"{base}/mcp"),
+            resource_server_url=AnyHttpUrl(f"{base}{'/mcp' if transport == 'http' else '/sse'}"),
             required_scopes=["wan"],
             validate_token_resource=False,
         )
-    server = build_server(settings, token_verifier=verifier, auth=auth)
+    server = build_server(settings, token_verifier=verifier, auth=auth, lifecycle=lifecycle)
 
     async def healthz(_request: Request) -> JSONResponse:
+        # For load balancers: unauthenticated, so it says nothing (no version, paths or counts).
         return JSONResponse({"ok": True})
 
     server.custom_route("/healthz", methods=["GET"], include_in_schema=False)(healthz)
@@ -109,30 +152,117 @@ def build_http_app(settings: Settings, transport: Literal["sse", "http"], host: 
     return server.sse_app(max_request_body_size=settings.max_request_body_bytes, transport_security=security, host=host)
 
 
+class GracefulServer(uvicorn.Server):
+    """uvicorn whose stop signal first lets waits end with "still running, poll again".
+
+    uvicorn's graceful shutdown waits for open responses, but sse-starlette ends every
+    streaming response (each streamable-HTTP answer is one) shortly after ``should_exit``
+    turns true. So the first signal stops accepting connections, ends the waits, lets
+    the requests in flight answer (bounded by ``drain_seconds``) and only then hands
+    over to uvicorn's own shutdown, which runs the lifespan exit (journal closed).
+    A second signal goes straight to uvicorn (twice Ctrl-C forces the exit).
+    """
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, *, drain_seconds: float = DRAIN_SECONDS) -> None:
+        super().__init__(config)
+        self._lifecycle = lifecycle
+        self._drain_seconds = drain_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_task is not None or self._loop is None or self.should_exit:
+            super().handle_exit(sig, frame)
+            return
+        # Runs in the signal handler: hand the work to the loop (thread-safe wake-up).
+        self._loop.call_soon_threadsafe(self._start_drain, sig)
+
+    def _start_drain(self, sig: int) -> None:
+        if self._drain_task is None and self._loop is not None:
+            self._drain_task = self._loop.create_task(self._drain(sig))
+
+    async def _drain(self, sig: int) -> None:
+        log.info("%s: answering waits in flight, then stopping", _signal_name(sig))
+        for server in getattr(self, "servers", ()):
+            server.close()  # stop accepting now; requests on open connections still get answers
+        self._lifecycle.begin_shutdown()
+        if not await self._lifecycle.drain(self._drain_seconds):
+            log.warning("requests still in flight after %.0f s; closing anyway", self._drain_seconds)
+        super().handle_exit(sig, None)
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
 async def serve(settings: Settings, transport: Transport, host: str, port: int) -> None:
     quiet_third_party_loggers()
+    lifecycle = Lifecycle()
     if transport == "stdio":
-        server = build_server(settings)
-        quiet_third_party_loggers()
-        await server.run_stdio_async()
+        await _serve_stdio(settings, lifecycle)
         return
-    import uvicorn
 
-    app = build_http_app(settings, transport, host, port)
+    app = build_http_app(settings, transport, host, port, lifecycle=lifecycle)
     quiet_third_party_loggers()
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=10)
-    userver = uvicorn.Server(config)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
+        server_header=False,  # /healthz and the rest say nothing about the software
+    )
     log.info(
-        "wan-mcp %s listening on http://%s:%d%s",
+        "wan-mcp %s listening on http://%s:%d%s (bearer token %s, request bodies up to %d bytes)",
         transport,
-        host,
+        host if ":" not in host else f"[{host}]",
         port,
         "/mcp" if transport == "http" else "/sse",
+        "required" if settings.http_token else "not required on loopback",
+        settings.max_request_body_bytes,
     )
-    await userver.serve()
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - compared, not bound
+        log.info(
+            "listening on every interface: clients must send a Host header listed in WAN_MCP_ALLOWED_HOSTS "
+            "(loopback names are always allowed); others get 421"
+        )
+    await GracefulServer(config, lifecycle).serve()
+
+
+async def _serve_stdio(settings: Settings, lifecycle: Lifecycle) -> None:
+    server = build_server(settings, lifecycle=lifecycle)
+    quiet_third_party_loggers()
+    async with anyio.create_task_group() as tg:
+        with anyio.CancelScope() as serving:
+            tg.start_soon(_stop_stdio_on_signal, lifecycle, serving)
+            await server.run_stdio_async()  # returns when the host closes stdin
+        tg.cancel_scope.cancel()
+
+
+async def _stop_stdio_on_signal(lifecycle: Lifecycle, serving: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for sig in signals:
+            log.info("%s: answering waits in flight, closing the journal", _signal_name(sig))
+            break
+    lifecycle.begin_shutdown()
+    await lifecycle.drain(DRAIN_SECONDS)
+    serving.cancel()  # the lifespan exits: tracker stopped, journal closed (shielded)
+    closed = await lifecycle.wait_closed(GRACEFUL_SECONDS)
+    # The SDK reads stdin in a worker thread that no cancellation reaches while the host
+    # keeps the pipe open, so once everything of ours is closed, leave without it.
+    logging.shutdown()
+    os._exit(0 if closed else 1)
 
 
 def install_sigterm_as_interrupt() -> None:
-    """stdio servers get SIGTERM from hosts: exit like Ctrl-C so lifespans close the journal."""
+    """Until a transport installs its own handlers, SIGTERM stops the process like Ctrl-C."""
     with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
         signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -1,0 +1,290 @@
+"""End to end over real HTTP: `wan-mcp serve --transport http|sse` on a free loopback port.
+
+The official client runs the whole flow over streamable HTTP (stateless, progress
+streamed) and SSE; the server is locked down: bearer tokens (401), Host/Origin
+allowlists (421/403) also on a wildcard bind, a body cap (413), a /healthz that says
+nothing, refusal to listen beyond loopback without a token, and a graceful stop on
+SIGTERM/SIGINT during a wait. Upstream is the simulator; every request goes to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from PIL import Image
+
+from tests.e2e.conftest import (
+    TOKENS,
+    HttpServer,
+    connect,
+    free_port,
+    http_env,
+    start_http_server,
+)
+from wan_mcp.core.files import probe_video
+from wan_mcp.simulator.harness import SimulatorServer
+
+pytestmark = pytest.mark.anyio
+
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "raw-test", "version": "0"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def _data(result: Any) -> dict[str, Any]:
+    assert not result.is_error, result.content[0].text
+    data: dict[str, Any] = result.structured_content
+    return data
+
+
+def _text(result: Any) -> str:
+    return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+def _post(server: HttpServer, *, token: str | None = TOKENS[0], **kw: Any) -> httpx2.Response:
+    headers = {**MCP_HEADERS, **kw.pop("headers", {})}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}" if token else "Bearer"
+    kw.setdefault("json", INIT)
+    return httpx2.post(server.base + "/mcp", headers=headers, timeout=30, **kw)
+
+
+# --- the whole flow on each HTTP transport ------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["http", "sse"])
+async def test_generate_status_download_over_http_transports(
+    transport: str, http_server: HttpServer, sse_server: HttpServer, leak_fresh: SimulatorServer
+) -> None:
+    server = http_server if transport == "http" else sse_server
+    seen: list[tuple[float, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, message))
+
+    async with connect(server) as client:
+        task = _data(
+            await client.call_tool("generate_video", {"prompt": f"a kite over {transport}", "resolution": "720p"})
+        )
+        assert task["status"] in ("queued", "in_progress") and task["mode"] == "t2v"
+        done = _data(
+            await client.call_tool(
+                "get_task_status", {"task_id": task["task_id"], "wait_seconds": 30}, progress_callback=on_progress
+            )
+        )
+        listed = _data(await client.call_tool("list_tasks", {}))
+    assert done["status"] == "completed", done
+    path = Path(done["local_path"])
+    assert path.is_file() and path.parent == server.data.parent / "videos"
+    info = probe_video(path)
+    assert info is not None and (info.width, info.height) == (1280, 720)
+    assert task["task_id"] in [t["task_id"] for t in listed["tasks"]]
+    await anyio.sleep(0.2)  # notifications race the result
+    assert seen, "no progress notification arrived"
+    values = [p for p, _ in seen]
+    assert values == sorted(values) and all(task["task_id"] in (m or "") for _, m in seen)
+
+
+async def test_streamable_http_is_stateless(http_server: HttpServer) -> None:
+    """No session id is handed out: any replica behind a balancer can serve any request."""
+    response = _post(http_server)
+    assert response.status_code == 200, response.text
+    assert "mcp-session-id" not in response.headers
+
+
+async def test_a_10_mib_image_as_base64_fits_through_upload_image(
+    http_server: HttpServer, leak_fresh: SimulatorServer
+) -> None:
+    side = 1860  # random RGB noise: the PNG is barely smaller than the raw pixels
+    png = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(png, format="PNG", compress_level=0)
+    raw = png.getvalue()
+    assert 9.5 * 1024**2 < len(raw) <= 10 * 1024**2
+    data = "data:image/png;base64," + base64.b64encode(raw).decode()
+    assert len(data) > 13 * 1024**2
+    async with connect(http_server) as client:
+        uploaded = _data(await client.call_tool("upload_image", {"data": data}))
+    assert uploaded["url"].startswith("http://127.0.0.1") and (uploaded["width"], uploaded["height"]) == (side, side)
+
+
+# --- bearer tokens ------------------------------------------------------------------------
+
+
+async def test_requests_without_or_with_a_wrong_token_get_401(http_server: HttpServer, sse_server: HttpServer) -> None:
+    for token in (None, "", "not-the-token", TOKENS[0] + "x", TOKENS[0][:-1]):
+        response = _post(http_server, token=token)
+        assert response.status_code == 401, (token, response.status_code)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    assert _post(http_server, headers={"Authorization": TOKENS[0]}, token=None).status_code == 401  # no scheme
+    for token in (None, "not-the-token"):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        assert httpx2.get(sse_server.url, headers=headers, timeout=10).status_code == 401
+        assert httpx2.post(sse_server.base + "/messages/?session_id=x", headers=headers, json={}).status_code == 401
+
+
+async def test_every_configured_token_works_with_the_official_client(http_server: HttpServer) -> None:
+    for token in TOKENS:
+        async with connect(http_server, token) as client:
+            tools = {t.name for t in (await client.list_tools()).tools}
+        assert "generate_video" in tools
+
+
+async def test_the_official_client_with_a_wrong_token_fails(http_server: HttpServer) -> None:
+    with pytest.raises(BaseException) as caught:
+        async with connect(http_server, "wrong-token-0123456789") as client:
+            await client.list_tools()
+    assert "401" in repr(caught.value) or "error response" in repr(caught.value).lower()
+
+
+@pytest.mark.parametrize(("transport", "host"), [("http", "0.0.0.0"), ("sse", "::")])
+def test_refuses_to_listen_beyond_loopback_without_a_token(
+    transport: str, host: str, leak_sim: SimulatorServer, tmp_path: Path
+) -> None:
+    env = http_env(leak_sim, tmp_path)
+    del env["WAN_MCP_HTTP_TOKEN"]
+    port = free_port()
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "wan_mcp", "serve", "--transport", transport, "--host", host, "--port", str(port)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode != 0
+    assert time.monotonic() - started < 10
+    message = done.stderr
+    assert "refusing to listen" in message and host in message
+    assert "WAN_MCP_HTTP_TOKEN" in message and "Authorization: Bearer" in message and "127.0.0.1" in message
+
+
+# --- DNS rebinding: Host and Origin allowlists ---------------------------------------------
+
+
+def _rebinding_checks(server: HttpServer) -> None:
+    port = server.port
+    for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}", "0.0.0.0"):
+        response = _post(server, headers={"Host": host})
+        assert response.status_code == 421, (host, response.status_code)
+    for origin in ("http://evil.example", f"http://evil.example:{port}", "null", "http://127.0.0.1:1"):
+        response = _post(server, headers={"Origin": origin})
+        assert response.status_code == 403, (origin, response.status_code)
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        response = _post(server, headers={"Host": host, "Origin": f"http://{host}"})
+        assert response.status_code == 200, (host, response.text)
+
+
+async def test_foreign_host_and_origin_are_refused_on_loopback(http_server: HttpServer, sse_server: HttpServer) -> None:
+    _rebinding_checks(http_server)
+    auth = {"Authorization": f"Bearer {TOKENS[0]}"}
+    assert httpx2.get(sse_server.url, headers={**auth, "Host": "evil.example"}, timeout=10).status_code == 421
+    assert httpx2.get(sse_server.url, headers={**auth, "Origin": "http://evil.example"}, timeout=10).status_code == 403
+
+
+async def test_wildcard_bind_with_a_token_keeps_rebinding_protection_on(
+    leak_sim: SimulatorServer, e2e_logs: Path, tmp_path: Path
+) -> None:
+    """The SDK turns the check off for 0.0.0.0; ours stays on. Requests still only go to 127.0.0.1."""
+    env = http_env(
+        leak_sim, tmp_path, WAN_MCP_ALLOWED_HOSTS="wan.example.test", WAN_MCP_ALLOWED_ORIGINS="https://app.example.test"
+    )
+    server = start_http_server(env, "http", e2e_logs, host="0.0.0.0")
+    try:
+        _rebinding_checks(server)
+        assert _post(server, token=None).status_code == 401
+        for host in ("wan.example.test", f"wan.example.test:{server.port}"):  # listed: allowed, any port
+            assert _post(server, headers={"Host": host}).status_code == 200, host
+        assert _post(server, headers={"Origin": "https://app.example.test"}).status_code == 200
+        assert _post(server, headers={"Host": "wan.example.test.evil"}).status_code == 421
+    finally:
+        assert server.stop() == 0
+
+
+# --- body cap, health ------------------------------------------------------------------------
+
+
+async def test_bodies_over_the_cap_get_413(http_server: HttpServer, sse_server: HttpServer) -> None:
+    cap = 16 * 1024**2
+    big = b'{"jsonrpc":"2.0","id":1,"method":"tools/list","pad":"' + b"x" * cap + b'"}'
+    assert _post(http_server, content=big, json=None).status_code == 413
+    # no Content-Length (chunked): counted while streaming
+    assert _post(http_server, content=iter([big[: cap // 2], big[cap // 2 :]]), json=None).status_code == 413
+    auth = {"Authorization": f"Bearer {TOKENS[0]}", "Content-Type": "application/json"}
+    response = httpx2.post(sse_server.base + "/messages/?session_id=" + "0" * 32, headers=auth, content=big)
+    assert response.status_code == 413
+
+
+async def test_healthz_is_open_and_says_nothing(http_server: HttpServer, sse_server: HttpServer) -> None:
+    for server in (http_server, sse_server):
+        response = httpx2.get(server.base + "/healthz", timeout=5)  # no token
+        assert response.status_code == 200
+        assert response.json() == {"ok": True}
+        assert "server" not in response.headers
+        blob = (response.text + str(response.headers)).lower()
+        for telltale in ("wan", "mcp", "uvicorn", "python", "version", "/", "0.1"):
+            assert telltale not in blob.replace("application/json", ""), telltale
+
+
+# --- graceful stop --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("transport", "sig"), [("http", signal.SIGTERM), ("sse", signal.SIGINT)])
+async def test_stop_signal_during_a_wait_answers_still_running_then_restart_completes(
+    transport: str, sig: int, leak_fresh: SimulatorServer, e2e_logs: Path, tmp_path: Path
+) -> None:
+    leak_fresh.configure(job_seconds=3.0)
+    env = http_env(leak_fresh, tmp_path)
+    server = start_http_server(env, transport, e2e_logs)
+    stopped_at = 0.0
+    try:
+        async with connect(server) as client:
+            task = _data(await client.call_tool("generate_video", {"prompt": "a long dusk", "resolution": "720p"}))
+
+            async def stop_soon() -> None:
+                nonlocal stopped_at
+                await anyio.sleep(0.8)
+                stopped_at = time.monotonic()
+                server.proc.send_signal(sig)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stop_soon)
+                result = await client.call_tool("get_task_status", {"task_id": task["task_id"], "wait_seconds": 30})
+            answered_in = time.monotonic() - stopped_at
+        assert not result.is_error, _text(result)
+        view = result.structured_content
+        assert view["task_id"] == task["task_id"] and view["status"] in ("queued", "in_progress")
+        assert "Still running" in _text(result) and "get_task_status" in _text(result)
+        assert answered_in < 2.0, answered_in
+        rc = await anyio.to_thread.run_sync(server.stop)
+        assert rc == 0, server.logs()
+        assert time.monotonic() - stopped_at < 5
+        assert not any(server.data.glob("*-wal")), "the journal was not closed cleanly"
+    finally:
+        server.stop(signal.SIGKILL)
+    restarted = start_http_server(env, transport, e2e_logs)
+    try:
+        async with connect(restarted) as client:
+            done = _data(await client.call_tool("get_task_status", {"task_id": task["task_id"], "wait_seconds": 30}))
+        assert done["status"] == "completed" and Path(done["local_path"]).is_file()
+        assert leak_fresh.count(endpoint="create") == 1
+    finally:
+        assert restarted.stop() == 0

@@ -1,0 +1,106 @@
+"""The HTTP lock-down rules, without a socket: bind refusal, allowlists, tokens, log redaction.
+
+The same rules over real HTTP (401/421/403/413, refusal through the CLI) are in tests/e2e/test_http.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+
+from wan_mcp.cli import RedactingFormatter
+from wan_mcp.config import load_settings
+from wan_mcp.errors import ErrorCode, WanError
+from wan_mcp.server.transports import StaticTokenVerifier, check_bind, is_loopback, transport_security
+
+pytestmark = pytest.mark.anyio
+TOKEN_A = "token-A-0123456789abcdef"
+TOKEN_B = "token-B-fedcba9876543210"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"])
+def test_loopback_hosts(host: str) -> None:
+    assert is_loopback(host)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "10.0.0.1", "wan.example.com", "::ffff:10.0.0.1"])
+def test_non_loopback_hosts_need_a_token(host: str) -> None:
+    assert not is_loopback(host)
+    with pytest.raises(WanError) as caught:
+        check_bind(load_settings(), host)
+    err = caught.value
+    assert err.code is ErrorCode.CONFIG and host in err.message
+    assert "WAN_MCP_HTTP_TOKEN" in (err.hint or "") and "127.0.0.1" in (err.hint or "")
+    check_bind(load_settings(http_token=TOKEN_A), host)  # with a token: fine
+
+
+def test_loopback_needs_no_token() -> None:
+    check_bind(load_settings(), "127.0.0.1")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "192.168.1.5", "fd00::5"])
+def test_rebinding_protection_is_always_on(host: str) -> None:
+    security = transport_security(load_settings(), host, 8000)
+    assert security.enable_dns_rebinding_protection
+    hosts = security.allowed_hosts
+    assert "127.0.0.1:8000" in hosts and "localhost:8000" in hosts and "[::1]:8000" in hosts
+    assert not any(h.startswith(("0.0.0.0", "[::]", "::")) or h == "*" for h in hosts)
+    assert all(o.startswith("http://") and "*" not in o for o in security.allowed_origins)
+
+
+def test_the_bound_name_is_allowed_and_ipv6_is_bracketed() -> None:
+    assert "192.168.1.5:8000" in transport_security(load_settings(), "192.168.1.5", 8000).allowed_hosts
+    v6 = transport_security(load_settings(), "fd00::5", 8000)
+    assert "[fd00::5]:8000" in v6.allowed_hosts and "http://[fd00::5]:8000" in v6.allowed_origins
+
+
+def test_configured_hosts_and_origins_are_added() -> None:
+    settings = load_settings(
+        allowed_hosts="wan.example.com,proxy.internal:443,[fd00::7]", allowed_origins="https://app.example.com"
+    )
+    security = transport_security(settings, "0.0.0.0", 8000)
+    hosts = security.allowed_hosts
+    assert {"wan.example.com", "wan.example.com:*", "proxy.internal:443", "[fd00::7]", "[fd00::7]:*"} <= set(hosts)
+    assert "proxy.internal:443:*" not in hosts
+    assert "https://app.example.com" in security.allowed_origins
+
+
+async def test_every_token_is_accepted_and_nothing_else() -> None:
+    verifier = StaticTokenVerifier([TOKEN_A, TOKEN_B])
+    for token in (TOKEN_A, TOKEN_B):
+        access = await verifier.verify_token(token)
+        assert access is not None and access.scopes == ["wan"]
+        assert token not in access.model_dump_json()  # the principal does not carry the secret
+    for token in ("", TOKEN_A[:-1], TOKEN_A + "x", TOKEN_B.upper(), f"{TOKEN_A},{TOKEN_B}", "é" * 10):
+        assert await verifier.verify_token(token) is None
+
+
+def test_tokens_from_env_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAN_MCP_HTTP_TOKEN", f" {TOKEN_A} , {TOKEN_B} ,")
+    tokens = [t.get_secret_value() for t in load_settings().http_token]
+    assert tokens == [TOKEN_A, TOKEN_B]
+
+
+def test_body_cap_default_fits_a_10_mib_image_as_base64() -> None:
+    cap = load_settings().max_request_body_bytes
+    base64_of_10_mib = 4 * -(-10 * 1024**2 // 3)
+    assert cap == 16 * 1024**2 and base64_of_10_mib + 64 * 1024 < cap
+
+
+def test_log_lines_never_carry_a_registered_secret() -> None:
+    secret = "sk-redact-me-0123456789abcdef"
+    load_settings(api_key=secret)  # registers it
+    formatter = RedactingFormatter("%(levelname)s %(message)s")
+    try:
+        raise RuntimeError(f"boom with {secret}")
+    except RuntimeError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "key=%s", (secret,), sys.exc_info())
+    line = formatter.format(record)
+    assert secret not in line and "key=***" in line and "boom with ***" in line
