@@ -111,11 +111,22 @@ async def test_a_thousand_live_tasks_stay_under_the_rate_budget_and_all_get_poll
     assert average <= BUDGET * 1.05, average
     assert peak <= BUDGET + 2, peak  # at most one request over the budget per 2 s, plus log jitter
 
-    # Fairness: every one of the 1,000 tasks was polled, and none far more than the others.
+    # Fairness: round robin. Almost nobody's second poll comes before everybody's first (so on
+    # an unloaded machine every one of the 1,000 tasks is polled within the window), and no
+    # task is polled far more often than another. Stated on the order of the requests, not on
+    # wall time, so a CI machine busy with other tests slows the round down without breaking
+    # it. "Almost": on a starved machine the 1,000 wait calls take longer than one poll
+    # interval to all start, so the first few pollers can come round again before the last
+    # ones join the queue (seen: up to 8 of 1,000); a starving (LIFO, or unlimited-then-
+    # throttled) scheduler repeats hundreds.
+    order = [entry.path.rsplit("/", 1)[1] for entry in sim.requests("status")]
+    first_round = order[: min(TASKS, len(order))]
+    repeats = len(first_round) - len(set(first_round))
+    assert repeats <= len(first_round) // 50, f"{repeats} tasks were polled twice before others were polled once"
+    assert set(first_round) <= set(ids)
     polled: dict[str, int] = {}
-    for entry in sim.requests("status"):
-        task_id = entry.path.rsplit("/", 1)[1]
+    for task_id in order:
         polled[task_id] = polled.get(task_id, 0) + 1
-    assert set(polled) == set(ids), f"{TASKS - len(polled)} tasks were never polled"
-    print(f"polls per task: min {min(polled.values())}, max {max(polled.values())}")
-    assert max(polled.values()) <= 3, polled
+    print(f"{len(polled)} of {TASKS} tasks polled; polls per task: min {min(polled.values())}, "
+          f"max {max(polled.values())}")
+    assert max(polled.values()) - min(polled.values()) <= 1 if len(polled) == TASKS else max(polled.values()) == 1

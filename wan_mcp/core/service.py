@@ -21,6 +21,7 @@ import stat
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -71,6 +72,8 @@ _DEFINITE_REJECTIONS = frozenset(
 )
 #: How many finished files' probe + poster results are kept in memory (posters are <= 24 kB).
 _DESCRIBED_CACHE = 64
+#: How many settled status results (completed and saved, or failed) are answered from memory.
+_SETTLED_CACHE = 256
 _STATUSES = ("submitting", "unconfirmed", "rejected", "queued", "in_progress", "completed", "failed")
 
 
@@ -159,6 +162,7 @@ class VideoService:
         self._download_locks: dict[str, anyio.Lock] = {}
         self._described: dict[tuple[str, int, int, int], tuple[VideoInfo | None, bytes | None]] = {}
         self._described_lock = threading.Lock()
+        self._settled: OrderedDict[str, StatusResult] = OrderedDict()
         # host:pid:nonce, so another process can tell a download lease held by a dead process.
         self._owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -378,7 +382,24 @@ class VideoService:
     async def status(
         self, task_id: str, *, wait_seconds: float, download: bool = True, on_update: UpdateFn | None = None
     ) -> StatusResult:
-        record = await self._lookup(task_id)
+        settled = self._settled.get(task_id)
+        if settled is not None:
+            # Finished and saved (or failed): nothing about it can change, so agents asking
+            # again and again are answered from memory, with no thread hop or file probe.
+            self._settled.move_to_end(task_id)
+            return StatusResult(settled.view.model_copy(deep=True), settled.poster_jpeg)
+        result = await self._status(task_id, wait_seconds=wait_seconds, download=download, on_update=on_update)
+        view = result.view
+        if view.status == "failed" or (view.status == "completed" and view.local_path):
+            self._settled[task_id] = StatusResult(view.model_copy(deep=True), result.poster_jpeg)
+            while len(self._settled) > _SETTLED_CACHE:
+                self._settled.popitem(last=False)
+        return result
+
+    async def _status(
+        self, task_id: str, *, wait_seconds: float, download: bool, on_update: UpdateFn | None
+    ) -> StatusResult:
+        record = self._tracker.latest(task_id) or await self._lookup(task_id)
         if record.status in ("submitting", "unconfirmed"):
             record = await self._reconcile(record)
         if record.status not in TERMINAL and record.task_id is not None:

@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 
 import anyio
@@ -42,6 +42,7 @@ class PollTiming:
     jitter: float = 0.2  # +-20 %
     heartbeat: float = 5.0  # how often waiters hear "still waiting"
     min_refresh: float = 2.0  # a zero-wait status call reuses a poll younger than this
+    progress_write: float = 5.0  # progress-only changes reach the journal at most this often
 
 
 @dataclass
@@ -52,6 +53,7 @@ class _Watch:
     errors: int = 0
     retry_after: float | None = None
     last_poll: float = 0.0  # monotonic
+    last_write: float = 0.0  # monotonic time of the last journal write by this watch
     fatal: WanError | None = None  # an error no amount of polling fixes (bad key, no balance)
     changed: anyio.Event = field(default_factory=anyio.Event)
 
@@ -108,6 +110,12 @@ def _no_news(record: TaskRecord, task: GatewayTask) -> bool:
     if record.status in TERMINAL or task.state.value != record.status:
         return False
     if task.progress is not None and (record.progress is None or task.progress > record.progress):
+        return False
+    return _same_apart_from_progress(record, task)
+
+
+def _same_apart_from_progress(record: TaskRecord, task: GatewayTask) -> bool:
+    if record.status in TERMINAL or task.state.value != record.status:
         return False
     return all(
         value is None or value == getattr(record, name)
@@ -220,7 +228,16 @@ class TaskTracker:
         watch = self._watch(record)
         if time.monotonic() - watch.last_poll < self._timing.min_refresh:
             return watch.record
-        return await self._poll(watch)
+        try:
+            return await self._poll(watch)
+        finally:
+            if watch.record.status in TERMINAL and not watch.running and watch.waiters <= 0:
+                self._watches.pop(watch.record.task_id or watch.record.business_id, None)
+
+    def latest(self, task_id: str) -> TaskRecord | None:
+        """The live record this process is tracking for ``task_id``, if any (no journal read)."""
+        watch = self._watches.get(task_id)
+        return None if watch is None else watch.record
 
     # --- polling -------------------------------------------------------------------------
 
@@ -309,6 +326,14 @@ class TaskTracker:
         watch.retry_after = None
         if _no_news(watch.record, task):
             return watch.record  # a repeated observation: the journal write would change nothing
+        now = time.monotonic()
+        if _same_apart_from_progress(watch.record, task) and now - watch.last_write < self._timing.progress_write:
+            # Only the percentage moved: tell waiters at once, write it to the journal at most
+            # every ``progress_write`` seconds (a crash loses a percentage, never a state).
+            fresh = replace(watch.record, progress=task.progress, updated_at=time.time())
+            watch.publish(fresh)
+            return fresh
+        watch.last_write = now
         updated = await self._journal.update_status(lookup, **apply_gateway_task(task))  # type: ignore[arg-type]
         if task.state is TaskState.COMPLETED or updated.updated_at != record.updated_at:
             watch.publish(updated)
