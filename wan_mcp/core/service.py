@@ -332,23 +332,13 @@ class VideoService:
         prepared = await anyio.to_thread.run_sync(
             partial(prepare_image, raw, field=field, max_bytes=self._opts.max_image_bytes)
         )
-        cached = await self._cached_upload(prepared.sha256, "image")
-        if cached is not None:
-            return UploadView(
-                url=cached.url,
-                sha256=prepared.sha256,
-                mime_type=cached.mime_type,
-                width=cached.width,
-                height=cached.height,
-                size_bytes=cached.size_bytes,
-                changes=list(prepared.changes),
-                cached=True,
+        record = await self._cached_upload(prepared.sha256, "image")
+        cached = record is not None
+        if record is None:
+            uploaded = await self._provider.upload_image(
+                prepared.data, f"image-{prepared.sha256[:12]}{_ext(prepared.mime_type)}", prepared.mime_type
             )
-        uploaded = await self._provider.upload_image(
-            prepared.data, f"image-{prepared.sha256[:12]}{_ext(prepared.mime_type)}", prepared.mime_type
-        )
-        await self._journal.put_upload(
-            UploadRecord(
+            record = UploadRecord(
                 sha256=prepared.sha256,
                 kind="image",
                 url=uploaded.url,
@@ -359,16 +349,16 @@ class VideoService:
                 created_at=time.time(),
                 changes=tuple(prepared.changes),
             )
-        )
+            await self._journal.put_upload(record)
         return UploadView(
-            url=uploaded.url,
-            sha256=prepared.sha256,
-            mime_type=prepared.mime_type,
-            width=prepared.width,
-            height=prepared.height,
-            size_bytes=len(prepared.data),
+            url=record.url,
+            sha256=record.sha256,
+            mime_type=record.mime_type,
+            width=record.width,
+            height=record.height,
+            size_bytes=record.size_bytes,
             changes=list(prepared.changes),
-            cached=False,
+            cached=cached,
         )
 
     async def _cached_upload(self, sha256: str, kind: str) -> UploadRecord | None:
