@@ -33,7 +33,8 @@ import pytest
 from mcp import Client
 from PIL import Image
 
-from wan_mcp.config import Settings, load_settings
+from tests.integration.support import simulator_settings
+from wan_mcp.config import Settings
 from wan_mcp.core.journal import SqliteJournal, TaskRecord
 from wan_mcp.core.media import probe_video
 from wan_mcp.server.app import build_server
@@ -101,24 +102,9 @@ def fresh(sim: SimulatorServer) -> SimulatorServer:
 
 
 def make_settings(sim: SimulatorServer, tmp: Path, **kw: Any) -> Settings:
-    (tmp / "in").mkdir(exist_ok=True)
-    return load_settings(
-        **{
-            "base_url": sim.base_url,
-            "api_key": KEY,
-            "data_dir": tmp / "data",
-            "output_dir": tmp / "videos",
-            "allowed_dirs": [tmp / "in"],
-            "allow_private_urls": ["127.0.0.1"],
-            "poll_first_seconds": 0.1,
-            "poll_interval_seconds": 0.2,
-            "poll_max_interval_seconds": 1.0,
-            "read_timeout": READ_TIMEOUT,
-            "retry_total_seconds": 4,
-            "poster_frames": False,
-            **kw,
-        }
-    )
+    fast = {"poll_max_interval_seconds": 1.0, "read_timeout": READ_TIMEOUT, "retry_total_seconds": 4,
+            "poster_frames": False}  # fmt: skip
+    return simulator_settings(sim, tmp, key=KEY, **{**fast, **kw})
 
 
 def add(sim: SimulatorServer, endpoint: str, fault: Fault, *, times: int = 1) -> None:

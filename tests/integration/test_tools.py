@@ -13,7 +13,8 @@ import anyio
 import pytest
 from mcp import Client
 
-from wan_mcp.config import Settings, load_settings
+from tests.integration.support import simulator_settings
+from wan_mcp.config import Settings
 from wan_mcp.server.app import build_server
 from wan_mcp.simulator.harness import SimulatorServer
 
@@ -42,21 +43,7 @@ def fresh(sim: SimulatorServer) -> SimulatorServer:
 
 
 def make_settings(sim: SimulatorServer, tmp: Path, **kw: Any) -> Settings:
-    (tmp / "in").mkdir(exist_ok=True)
-    return load_settings(
-        **{
-            "base_url": sim.base_url,
-            "api_key": KEY,
-            "data_dir": tmp / "data",
-            "output_dir": tmp / "videos",
-            "allowed_dirs": [tmp / "in"],
-            "allow_private_urls": ["127.0.0.1"],
-            "poll_first_seconds": 0.1,
-            "poll_interval_seconds": 0.2,
-            "retry_total_seconds": 5,
-            **kw,
-        }
-    )
+    return simulator_settings(sim, tmp, key=KEY, **{"retry_total_seconds": 5, **kw})
 
 
 @pytest.fixture
