@@ -14,7 +14,7 @@ import pytest
 from mcp import Client
 
 from tests.integration.support import simulator_settings
-from wan_mcp.config import Settings
+from wan_mcp.config import Settings, load_settings
 from wan_mcp.server.app import build_server
 from wan_mcp.simulator.harness import SimulatorServer
 
@@ -175,3 +175,20 @@ async def test_upload_image_from_data_url_fixes_and_reports(client: Client, fres
     assert up["url"].startswith(fresh.base_url) and up["changes"], up
     bad = await client.call_tool("upload_image", {"path": "/x.png", "data": url})
     assert bad.is_error and "exactly one" in text(bad)
+
+
+async def test_missing_key_is_explained_before_any_side_effect(tmp_path: Path) -> None:
+    """No key: the agent is told how to fix it, and nothing is uploaded or journaled."""
+    (tmp_path / "in").mkdir()
+    image = tmp_path / "in" / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (640, 640), (1, 2, 3)).save(image)
+    settings = load_settings(data_dir=tmp_path / "data", allowed_dirs=[tmp_path / "in"])
+    async with Client(build_server(settings)) as c:
+        for name, args in (("generate_video", {"prompt": "a cat", "resolution": "720p"}),
+                           ("generate_video", {"prompt": "a cat", "image": str(image)}),
+                           ("upload_image", {"path": str(image)})):  # fmt: skip
+            result = await c.call_tool(name, args)
+            assert result.is_error and "[config]" in text(result) and "WAN_MCP_API_KEY" in text(result)
+        assert data(await c.call_tool("list_tasks", {}))["tasks"] == []

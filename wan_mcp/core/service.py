@@ -187,6 +187,7 @@ class VideoService:
         self, args: Mapping[str, Any], *, wait_seconds: float, on_update: UpdateFn | None = None
     ) -> TaskView:
         validated = parse_video_request(args)  # raises before any side effect
+        self._provider.check_ready()  # no key: say so before uploading or journaling anything
         image_url, reference_urls = await self._resolve_media(validated)
         payload = validated.to_payload(image_url=image_url, reference_urls=reference_urls)
         fingerprint = request_fingerprint(validated)
@@ -317,6 +318,7 @@ class VideoService:
         )
 
     async def _upload_image_source(self, src: MediaSource, *, field: str) -> UploadView:
+        self._provider.check_ready()
         if src.kind is SourceKind.PATH:
             _, raw = await anyio.to_thread.run_sync(
                 partial(

@@ -509,6 +509,10 @@ class GatewayClient:
             raise _AttemptFailed(error, _Kind.AMBIGUOUS)
         raise _AttemptFailed(error, _Kind.FINAL)
 
+    def check_ready(self) -> None:
+        """Raise the CONFIG error now if no key is set, before the caller has side effects."""
+        self._key()
+
     def _key(self) -> str:
         key = self._api_key.get_secret_value() if self._api_key is not None else ""
         if not key:
