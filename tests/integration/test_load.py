@@ -116,13 +116,13 @@ async def test_a_thousand_live_tasks_stay_under_the_rate_budget_and_all_get_poll
     # task is polled far more often than another. Stated on the order of the requests, not on
     # wall time, so a CI machine busy with other tests slows the round down without breaking
     # it. "Almost": on a starved machine the 1,000 wait calls take longer than one poll
-    # interval to all start, so the first few pollers can come round again before the last
-    # ones join the queue (seen: up to 8 of 1,000); a starving (LIFO, or unlimited-then-
-    # throttled) scheduler repeats hundreds.
+    # interval to all start, so the first pollers can come round again before the last ones
+    # join the queue (seen: 8 to 21 of 1,000 with the whole suite running on 4 workers on 2
+    # CPUs); a starving (LIFO, or unlimited-then-throttled) scheduler repeats hundreds.
     order = [entry.path.rsplit("/", 1)[1] for entry in sim.requests("status")]
     first_round = order[: min(TASKS, len(order))]
     repeats = len(first_round) - len(set(first_round))
-    assert repeats <= len(first_round) // 50, f"{repeats} tasks were polled twice before others were polled once"
+    assert repeats <= len(first_round) // 10, f"{repeats} tasks were polled twice before others were polled once"
     assert set(first_round) <= set(ids)
     polled: dict[str, int] = {}
     for task_id in order:
