@@ -144,9 +144,7 @@ class TaskJournal(Protocol):
         self, business_id: str, *, task_id: str, status: TaskStatus, progress: int | None = None
     ) -> TaskRecord: ...
 
-    async def mark_unconfirmed(
-        self, business_id: str, *, error_code: str, error_message: str
-    ) -> TaskRecord: ...
+    async def mark_unconfirmed(self, business_id: str, *, error_code: str, error_message: str) -> TaskRecord: ...
 
     async def mark_rejected(self, business_id: str, *, error_code: str, error_message: str) -> TaskRecord: ...
 
@@ -383,6 +381,10 @@ class SqliteJournal:
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await anyio.to_thread.run_sync(self._run, fn, limiter=self._limiter)
 
+    async def _transaction(self, body: Callable[[sqlite3.Connection], T], *, durable: bool) -> T:
+        """``body`` in one write transaction on the journal's thread (see :meth:`_write`)."""
+        return await self._call(lambda conn: self._write(conn, lambda: body(conn), durable=durable))
+
     def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:
             conn = self._conn
@@ -475,38 +477,33 @@ class SqliteJournal:
             raise ValueError("business_id must be a non-empty string")
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
-        def work(conn: sqlite3.Connection) -> TaskRecord:
+        def insert(conn: sqlite3.Connection) -> TaskRecord:
             now = self._clock()
+            try:
+                cur = conn.execute(
+                    f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, NULL, ?, ?, 'submitting', NULL, "  # noqa: S608
+                    "?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+                    (business_id, model, mode, body, fingerprint, now, now),
+                )
+            except sqlite3.IntegrityError as exc:
+                # Recording the very same submission twice (e.g. two callers importing
+                # one foreign task id at once) is harmless: hand back the existing row.
+                same = conn.execute(
+                    f"SELECT rowid AS rid, {_TASK_COLUMNS} FROM tasks WHERE business_id = ? "  # noqa: S608
+                    "AND model = ? AND mode = ? AND payload = ? AND fingerprint = ?",
+                    (business_id, model, mode, body, fingerprint),
+                ).fetchone()
+                if same is not None:
+                    return _row_to_task(same)
+                raise WanError(
+                    ErrorCode.JOURNAL,
+                    f"business id {business_id} is already in the task journal {self._path} for a different request",
+                    hint="this is a wan-mcp bug: every submission needs a fresh client_business_id",
+                ) from exc
+            assert cur.lastrowid is not None
+            return self._reload(conn, cur.lastrowid)
 
-            def insert() -> TaskRecord:
-                try:
-                    cur = conn.execute(
-                        f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, NULL, ?, ?, 'submitting', NULL, "  # noqa: S608
-                        "?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
-                        (business_id, model, mode, body, fingerprint, now, now),
-                    )
-                except sqlite3.IntegrityError as exc:
-                    # Recording the very same submission twice (e.g. two callers importing
-                    # one foreign task id at once) is harmless: hand back the existing row.
-                    same = conn.execute(
-                        f"SELECT rowid AS rid, {_TASK_COLUMNS} FROM tasks WHERE business_id = ? "  # noqa: S608
-                        "AND model = ? AND mode = ? AND payload = ? AND fingerprint = ?",
-                        (business_id, model, mode, body, fingerprint),
-                    ).fetchone()
-                    if same is not None:
-                        return _row_to_task(same)
-                    raise WanError(
-                        ErrorCode.JOURNAL,
-                        f"business id {business_id} is already in the task journal {self._path} "
-                        "for a different request",
-                        hint="this is a wan-mcp bug: every submission needs a fresh client_business_id",
-                    ) from exc
-                assert cur.lastrowid is not None
-                return self._reload(conn, cur.lastrowid)
-
-            return self._write(conn, insert, durable=True)
-
-        return await self._call(work)
+        return await self._transaction(insert, durable=True)
 
     async def attach_task(
         self, business_id: str, *, task_id: str, status: TaskStatus, progress: int | None = None
@@ -521,49 +518,46 @@ class SqliteJournal:
         if not task_id:
             raise ValueError("task_id must be a non-empty string")
 
-        def work(conn: sqlite3.Connection) -> TaskRecord:
-            def attach() -> TaskRecord:
-                row = self._require_task(conn, business_id)
-                if row["business_id"] != business_id:
-                    raise ValueError(f"attach_task needs a business id, got task id {business_id!r}")
-                rid = int(row["rid"])
-                bound = row["task_id"]
-                if bound is not None and bound != task_id:
-                    raise WanError(
-                        ErrorCode.JOURNAL,
-                        f"business id {business_id} is already bound to task {bound} in {self._path}; "
-                        f"refusing to rebind it to {task_id}",
-                        hint=f"both tasks exist upstream: query {bound} and {task_id} with get_task_status",
-                        task_id=bound,
-                    )
-                other = conn.execute(
-                    "SELECT business_id FROM tasks WHERE task_id = ? AND business_id != ?",
-                    (task_id, business_id),
-                ).fetchone()
-                if other is not None:
-                    raise WanError(
-                        ErrorCode.JOURNAL,
-                        f"task {task_id} is already recorded for business id {other['business_id']} "
-                        f"in {self._path}, not {business_id}",
-                        hint="a wan-mcp bug or a gateway id collision; the recorded task is unaffected",
-                        task_id=task_id,
-                    )
-                now = self._clock()
-                current = row["status"]
-                values: dict[str, object] = {"task_id": task_id, "updated_at": now}
-                if current in UNSETTLED or current == "rejected":
-                    # The submission is now settled: the earlier "unconfirmed"/"rejected"
-                    # diagnosis no longer applies.
-                    values.update(status=status, error_code=None, error_message=None)
-                    values["progress"] = progress if progress is not None else row["progress"]
-                else:
-                    values.update(_merge_status(row, status=status, progress=progress))
-                self._set(conn, rid, values)
-                return self._reload(conn, rid)
+        def attach(conn: sqlite3.Connection) -> TaskRecord:
+            row = self._require_task(conn, business_id)
+            if row["business_id"] != business_id:
+                raise ValueError(f"attach_task needs a business id, got task id {business_id!r}")
+            rid = int(row["rid"])
+            bound = row["task_id"]
+            if bound is not None and bound != task_id:
+                raise WanError(
+                    ErrorCode.JOURNAL,
+                    f"business id {business_id} is already bound to task {bound} in {self._path}; "
+                    f"refusing to rebind it to {task_id}",
+                    hint=f"both tasks exist upstream: query {bound} and {task_id} with get_task_status",
+                    task_id=bound,
+                )
+            other = conn.execute(
+                "SELECT business_id FROM tasks WHERE task_id = ? AND business_id != ?",
+                (task_id, business_id),
+            ).fetchone()
+            if other is not None:
+                raise WanError(
+                    ErrorCode.JOURNAL,
+                    f"task {task_id} is already recorded for business id {other['business_id']} "
+                    f"in {self._path}, not {business_id}",
+                    hint="a wan-mcp bug or a gateway id collision; the recorded task is unaffected",
+                    task_id=task_id,
+                )
+            now = self._clock()
+            current = row["status"]
+            values: dict[str, object] = {"task_id": task_id, "updated_at": now}
+            if current in UNSETTLED or current == "rejected":
+                # The submission is now settled: the earlier "unconfirmed"/"rejected"
+                # diagnosis no longer applies.
+                values.update(status=status, error_code=None, error_message=None)
+                values["progress"] = progress if progress is not None else row["progress"]
+            else:
+                values.update(_merge_status(row, status=status, progress=progress))
+            self._set(conn, rid, values)
+            return self._reload(conn, rid)
 
-            return self._write(conn, attach, durable=True)
-
-        return await self._call(work)
+        return await self._transaction(attach, durable=True)
 
     async def mark_unconfirmed(self, business_id: str, *, error_code: str, error_message: str) -> TaskRecord:
         """Record that reconciling could not tell whether the create happened.
@@ -588,26 +582,23 @@ class SqliteJournal:
         error_code: str,
         error_message: str,
     ) -> TaskRecord:
-        def work(conn: sqlite3.Connection) -> TaskRecord:
-            def settle() -> TaskRecord:
-                row = self._require_task(conn, business_id)
-                rid = int(row["rid"])
-                if row["task_id"] is None and row["status"] in UNSETTLED:
-                    self._set(
-                        conn,
-                        rid,
-                        {
-                            "status": status,
-                            "error_code": error_code,
-                            "error_message": error_message,
-                            "updated_at": self._clock(),
-                        },
-                    )
-                return self._reload(conn, rid)
+        def settle(conn: sqlite3.Connection) -> TaskRecord:
+            row = self._require_task(conn, business_id)
+            rid = int(row["rid"])
+            if row["task_id"] is None and row["status"] in UNSETTLED:
+                self._set(
+                    conn,
+                    rid,
+                    {
+                        "status": status,
+                        "error_code": error_code,
+                        "error_message": error_message,
+                        "updated_at": self._clock(),
+                    },
+                )
+            return self._reload(conn, rid)
 
-            return self._write(conn, settle, durable=True)
-
-        return await self._call(work)
+        return await self._transaction(settle, durable=True)
 
     # --- status -------------------------------------------------------------------
 
@@ -632,28 +623,25 @@ class SqliteJournal:
         """
         _check_status(status)
 
-        def work(conn: sqlite3.Connection) -> TaskRecord:
-            def update() -> TaskRecord:
-                row = self._require_task(conn, id_or_business_id)
-                rid = int(row["rid"])
-                values = _merge_status(
-                    row,
-                    status=status,
-                    progress=progress,
-                    video_url=video_url,
-                    expires_at=expires_at,
-                    error_code=error_code,
-                    error_message=error_message,
-                )
-                if values:
-                    values["updated_at"] = self._clock()
-                    self._set(conn, rid, values)
-                return self._reload(conn, rid)
+        def update(conn: sqlite3.Connection) -> TaskRecord:
+            row = self._require_task(conn, id_or_business_id)
+            rid = int(row["rid"])
+            values = _merge_status(
+                row,
+                status=status,
+                progress=progress,
+                video_url=video_url,
+                expires_at=expires_at,
+                error_code=error_code,
+                error_message=error_message,
+            )
+            if values:
+                values["updated_at"] = self._clock()
+                self._set(conn, rid, values)
+            return self._reload(conn, rid)
 
-            # A terminal status is worth an fsync: it ends polling and billing questions.
-            return self._write(conn, update, durable=status in TERMINAL)
-
-        return await self._call(work)
+        # A terminal status is worth an fsync: it ends polling and billing questions.
+        return await self._transaction(update, durable=status in TERMINAL)
 
     # --- reads --------------------------------------------------------------------
 
@@ -773,25 +761,22 @@ class SqliteJournal:
     ) -> TaskRecord:
         """Remember where the result file is, so later calls answer from disk, not the network."""
 
-        def work(conn: sqlite3.Connection) -> TaskRecord:
-            def record() -> TaskRecord:
-                row = self._require_task(conn, id_or_business_id)
-                rid = int(row["rid"])
-                self._set(
-                    conn,
-                    rid,
-                    {
-                        "local_path": local_path,
-                        "sha256": sha256,
-                        "size_bytes": size_bytes,
-                        "updated_at": self._clock(),
-                    },
-                )
-                return self._reload(conn, rid)
+        def record(conn: sqlite3.Connection) -> TaskRecord:
+            row = self._require_task(conn, id_or_business_id)
+            rid = int(row["rid"])
+            self._set(
+                conn,
+                rid,
+                {
+                    "local_path": local_path,
+                    "sha256": sha256,
+                    "size_bytes": size_bytes,
+                    "updated_at": self._clock(),
+                },
+            )
+            return self._reload(conn, rid)
 
-            return self._write(conn, record, durable=False)
-
-        return await self._call(work)
+        return await self._transaction(record, durable=False)
 
     async def claim_download(
         self, task_id: str, owner: str, ttl_seconds: float, *, holder_gone: Callable[[str], bool] | None = None
@@ -811,31 +796,26 @@ class SqliteJournal:
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
 
-        def work(conn: sqlite3.Connection) -> bool:
-            def claim() -> bool:
-                now = self._clock()
-                row = conn.execute(
-                    "SELECT owner, expires_at FROM download_leases WHERE task_id = ?", (task_id,)
-                ).fetchone()
-                if (
-                    row is not None
-                    and row["owner"] != owner
-                    and row["expires_at"] > now
-                    and (holder_gone is None or not holder_gone(str(row["owner"])))
-                ):
-                    return False
-                acquired = now if row is None or row["owner"] != owner else None
-                conn.execute(
-                    "INSERT INTO download_leases (task_id, owner, acquired_at, expires_at) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET owner = excluded.owner, "
-                    "expires_at = excluded.expires_at, acquired_at = COALESCE(?, acquired_at)",
-                    (task_id, owner, now, now + ttl_seconds, acquired),
-                )
-                return True
+        def claim(conn: sqlite3.Connection) -> bool:
+            now = self._clock()
+            row = conn.execute("SELECT owner, expires_at FROM download_leases WHERE task_id = ?", (task_id,)).fetchone()
+            if (
+                row is not None
+                and row["owner"] != owner
+                and row["expires_at"] > now
+                and (holder_gone is None or not holder_gone(str(row["owner"])))
+            ):
+                return False
+            acquired = now if row is None or row["owner"] != owner else None
+            conn.execute(
+                "INSERT INTO download_leases (task_id, owner, acquired_at, expires_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET owner = excluded.owner, "
+                "expires_at = excluded.expires_at, acquired_at = COALESCE(?, acquired_at)",
+                (task_id, owner, now, now + ttl_seconds, acquired),
+            )
+            return True
 
-            return self._write(conn, claim, durable=False)
-
-        return await self._call(work)
+        return await self._transaction(claim, durable=False)
 
     async def release_download(self, task_id: str, owner: str) -> None:
         """Drop the lease if we still hold it; a lease taken over by someone else is left alone."""
@@ -878,9 +858,7 @@ class SqliteJournal:
 # --- status folding ---------------------------------------------------------------
 
 
-def _merge_status(
-    row: sqlite3.Row, *, status: str, progress: int | None, **fields: object
-) -> dict[str, object]:
+def _merge_status(row: sqlite3.Row, *, status: str, progress: int | None, **fields: object) -> dict[str, object]:
     """The column changes one observation makes to a row, under the monotonic rules.
 
     Returns only columns that change, so an empty dict means "stale or repeated news".
@@ -955,9 +933,7 @@ def _translate(exc: sqlite3.Error, path: Path, busy_timeout: float) -> WanError:
         sqlite3.SQLITE_PERM,
         sqlite3.SQLITE_AUTH,
     ):
-        return WanError(
-            ErrorCode.JOURNAL, f"cannot write the task journal {path} ({detail})", hint=_HINT_UNWRITABLE
-        )
+        return WanError(ErrorCode.JOURNAL, f"cannot write the task journal {path} ({detail})", hint=_HINT_UNWRITABLE)
     return WanError(
         ErrorCode.JOURNAL,
         f"the task journal {path} failed: {detail}",
