@@ -21,10 +21,10 @@ from pathlib import Path
 
 import anyio
 
-from bench import call_overhead, cold_start, http_throughput, journal_scale, upstream
+from bench import call_overhead, cold_start, http_throughput, journal_scale, rate_budget, upstream
 from bench.common import Row, render_table, simulator
 
-FIGURES = ("1", "2", "3", "4", "5", "6")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,9 +69,11 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Row], list[
             rows += got
             extra += text
         if "6" in only:
-            got, text = await http_throughput.measure(
-                sim.base_url, workdir, seconds=2.0 if quick else 10.0, clients=50
-            )
+            got, text = await http_throughput.measure(sim.base_url, workdir, seconds=2.0 if quick else 10.0, clients=50)
+            rows += got
+            extra += text
+        if "7" in only:
+            got, text = await rate_budget.measure(workdir, tasks=200 if quick else 1000, window=8.0 if quick else 24.0)
             rows += got
             extra += text
     return rows, extra

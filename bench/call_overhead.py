@@ -113,8 +113,16 @@ async def measure(
         o99, b99 = percentile(ours_ms, 99), percentile(bare_ms, 99)
         info["trivial_p50_ms"] = b50
         rows.append(
-            Row("2", f"call overhead p50, finished task (journal hit), {calls} calls", o50, "ms", b50,
-                "trivial tool", "<= 1.3x", o50 / b50 <= 1.3)
+            Row(
+                "2",
+                f"call overhead p50, finished task (journal hit), {calls} calls",
+                o50,
+                "ms",
+                b50,
+                "trivial tool",
+                "<= 1.3x",
+                o50 / b50 <= 1.3,
+            )
         )
         rows.append(Row("2", "call overhead p99, same calls", o99, "ms", b99, "trivial tool", "(report)"))
 
@@ -129,8 +137,15 @@ async def measure(
         file_ms, bare2_ms = await interleaved(with_file, ping, max(100, calls // 5))
         f50, b250 = percentile(file_ms, 50), percentile(bare2_ms, 50)
         rows.append(
-            Row("2", "finished + downloaded task (probe + poster frame each call)", f50, "ms", b250,
-                "trivial tool", "(report)")
+            Row(
+                "2",
+                "finished + downloaded task (probe + poster frame each call)",
+                f50,
+                "ms",
+                b250,
+                "trivial tool",
+                "(report)",
+            )
         )
 
         if passthrough:
@@ -153,8 +168,17 @@ async def measure(
             l50, r50, t50 = percentile(live_ms, 50), percentile(raw, 50), percentile(triv, 50)
             added = l50 - (r50 + t50)
             rows.append(
-                Row("3", f"pass-through p50: live task, wait 0 ({per_call:.2f} GET/call)", l50, "ms", r50 + t50,
-                    "raw GET + trivial tool", "< 1 ms added", added < 1.0, note=f"added {added:+.2f} ms")
+                Row(
+                    "3",
+                    f"pass-through p50: live task, wait 0 ({per_call:.2f} GET/call)",
+                    l50,
+                    "ms",
+                    r50 + t50,
+                    "raw GET + trivial tool",
+                    "< 1 ms added",
+                    added < 1.0,
+                    note=f"added {added:+.2f} ms",
+                )
             )
             info["passthrough_added_ms"] = added
             notes.append(
@@ -176,7 +200,14 @@ async def measure(
             gets = sim.count("status")
         d50 = percentile(default_ms, 50)
         rows.append(
-            Row("3", f"live task, default timing ({gets} GETs in {n + 20} calls over {span:.1f} s)", d50, "ms",
-                b50, "trivial tool", "(report)")
+            Row(
+                "3",
+                f"live task, default timing ({gets} GETs in {n + 20} calls over {span:.1f} s)",
+                d50,
+                "ms",
+                b50,
+                "trivial tool",
+                "(report)",
+            )
         )
     return rows, info, notes

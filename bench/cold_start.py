@@ -58,7 +58,8 @@ async def measure(sim_url: str, workdir: Path, reps: int, errlog: IO[str]) -> tu
             "<= 1.10x",
             ours_t / bare_t <= 1.10,
         ),
-        Row("1", "idle RSS after tools/list", ours_m, "MiB", bare_m, "bare MCPServer", "<= 1.2x",
-            ours_m / bare_m <= 1.2),
+        Row(
+            "1", "idle RSS after tools/list", ours_m, "MiB", bare_m, "bare MCPServer", "<= 1.2x", ours_m / bare_m <= 1.2
+        ),
     ]
     return rows, {"bare_rss": bare_m, "bare_start": bare_t}

@@ -49,8 +49,15 @@ async def hammer(url: str, tool: str, args: dict[str, Any], clients: int, second
 
 
 async def run_one(
-    name: str, args: list[str], env: dict[str, str], port: int, log: Path, tool: str, targs: dict[str, Any],
-    clients: int, seconds: float,
+    name: str,
+    args: list[str],
+    env: dict[str, str],
+    port: int,
+    log: Path,
+    tool: str,
+    targs: dict[str, Any],
+    clients: int,
+    seconds: float,
 ) -> dict[str, float]:
     url = f"http://127.0.0.1:{port}"
     with spawn(args, env, url, log, None) as proc:
@@ -71,16 +78,41 @@ async def measure(sim_url: str, workdir: Path, *, seconds: float, clients: int) 
     ours_port, bare_port = free_port(), free_port()
     ours_args = [sys.executable, "-m", "wan_mcp", "serve", "--transport", "http", "--port", str(ours_port)]
     bare_args = [sys.executable, str(BARE_SERVER), "http", str(bare_port)]
-    bare = await run_one("bare", bare_args, base_env(), bare_port, workdir / "bare-http.log", "ping", {},
-                         clients, seconds)
-    ours = await run_one("ours", ours_args, ours_env(sim_url, data), ours_port, workdir / "ours-http.log",
-                         "get_task_status", {"task_id": DONE_ID, "download": False}, clients, seconds)
+    bare = await run_one(
+        "bare", bare_args, base_env(), bare_port, workdir / "bare-http.log", "ping", {}, clients, seconds
+    )
+    ours = await run_one(
+        "ours",
+        ours_args,
+        ours_env(sim_url, data),
+        ours_port,
+        workdir / "ours-http.log",
+        "get_task_status",
+        {"task_id": DONE_ID, "download": False},
+        clients,
+        seconds,
+    )
     ratio = ours["rps"] / bare["rps"]
     rows = [
-        Row("6", f"HTTP throughput, {clients} concurrent clients, {seconds:g} s", ours["rps"], "calls/s",
-            bare["rps"], "bare MCPServer", ">= 0.8x", ratio >= 0.8),
-        Row("6", "server CPU per call under that load", ours["cpu_ms_per_call"], "ms", bare["cpu_ms_per_call"],
-            "bare MCPServer", "(report)"),
+        Row(
+            "6",
+            f"HTTP throughput, {clients} concurrent clients, {seconds:g} s",
+            ours["rps"],
+            "calls/s",
+            bare["rps"],
+            "bare MCPServer",
+            ">= 0.8x",
+            ratio >= 0.8,
+        ),
+        Row(
+            "6",
+            "server CPU per call under that load",
+            ours["cpu_ms_per_call"],
+            "ms",
+            bare["cpu_ms_per_call"],
+            "bare MCPServer",
+            "(report)",
+        ),
     ]
     text = (
         f"HTTP load detail: ours {ours['rps']:.0f} calls/s, {ours['cpu_ms_per_call']:.2f} ms server CPU/call, "

@@ -29,16 +29,35 @@ async def fill(path: Path, rows: int) -> float:
     t0 = time.perf_counter()
     journal = await SqliteJournal.open(path)
     payload = json.dumps(
-        {"model": "wan2.6", "prompt": "a red fox trotting through fresh snow at dawn, cinematic", "duration": 5,
-         "resolution": "720p", "aspect_ratio": "16:9"},
+        {
+            "model": "wan2.6",
+            "prompt": "a red fox trotting through fresh snow at dawn, cinematic",
+            "duration": 5,
+            "resolution": "720p",
+            "aspect_ratio": "16:9",
+        },
         separators=(",", ":"),
     )
     now = time.time() - rows
     batch = [
         (
-            f"wanmcp_bench_{i:08d}", f"video_bench_{i:08d}", "wan2.6", "t2v", STATUSES[i % len(STATUSES)],
-            100 if STATUSES[i % len(STATUSES)] == "completed" else 40, payload, f"fp{i:08d}", now + i, now + i,
-            f"https://files.example.com/{i}.mp4", int(now + i + 86_400), None, None, None, None, None,
+            f"wanmcp_bench_{i:08d}",
+            f"video_bench_{i:08d}",
+            "wan2.6",
+            "t2v",
+            STATUSES[i % len(STATUSES)],
+            100 if STATUSES[i % len(STATUSES)] == "completed" else 40,
+            payload,
+            f"fp{i:08d}",
+            now + i,
+            now + i,
+            f"https://files.example.com/{i}.mp4",
+            int(now + i + 86_400),
+            None,
+            None,
+            None,
+            None,
+            None,
         )
         for i in range(rows)
     ]
@@ -97,8 +116,10 @@ async def measure(
         async with stdio_session(ours_params(ours_env(sim_url, data)), errlog) as client:
             ms = await timed_calls(client, "list_tasks", {}, n=calls)
             status_ms = await timed_calls(
-                client, "get_task_status", {"task_id": f"video_bench_{size // 2 - size // 2 % 10:08d}",
-                                            "download": False}, n=max(50, calls // 5)
+                client,
+                "get_task_status",
+                {"task_id": f"video_bench_{size // 2 - size // 2 % 10:08d}", "download": False},
+                n=max(50, calls // 5),
             )
             await anyio.sleep(0.2)
             rss = rss_mb(newest_child("wan_mcp serve"))
@@ -111,11 +132,27 @@ async def measure(
         )
         if size == max(sizes):
             rows.append(
-                Row("5", f"list_tasks p50 over stdio, {size:,} rows", p50, "ms", first_p50,
-                    f"at {min(sizes):,} rows", "< 5 ms", p50 < 5.0)
+                Row(
+                    "5",
+                    f"list_tasks p50 over stdio, {size:,} rows",
+                    p50,
+                    "ms",
+                    first_p50,
+                    f"at {min(sizes):,} rows",
+                    "< 5 ms",
+                    p50 < 5.0,
+                )
             )
             rows.append(
-                Row("5", f"server RSS with {size:,} rows", rss, "MiB", bare_rss, "bare MCPServer idle" if bare_rss
-                    else "", "< 150 MB", rss * 1.048576 < 150)
+                Row(
+                    "5",
+                    f"server RSS with {size:,} rows",
+                    rss,
+                    "MiB",
+                    bare_rss,
+                    "bare MCPServer idle" if bare_rss else "",
+                    "< 150 MB",
+                    rss * 1.048576 < 150,
+                )
             )
     return rows, ["\n".join(lines)]

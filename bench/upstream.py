@@ -90,8 +90,16 @@ async def measure(
                     f"| {wall:.1f} |"
                 )
                 rows.append(
-                    Row("4", f"upstream requests per completed task, {n} concurrent", per_task, "req", minimum,
-                        "contract minimum", "<= 1.1x", ratio <= 1.1)
+                    Row(
+                        "4",
+                        f"upstream requests per completed task, {n} concurrent",
+                        per_task,
+                        "req",
+                        minimum,
+                        "contract minimum",
+                        "<= 1.1x",
+                        ratio <= 1.1,
+                    )
                 )
     finally:
         sim.configure(job_seconds=3600)

@@ -18,3 +18,13 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("WAN_MCP_"):
             monkeypatch.delenv(name, raising=False)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: two workers per CPU.
+
+    Most of the suite waits (on server subprocesses, simulated jobs, real stalls), so two
+    workers per core keep the cores busy without oversubscribing them: no test depends on
+    scheduling any more (timing rules run on a virtual clock), and on CI's 2 cores this is 4.
+    """
+    return 2 * (os.cpu_count() or 1)

@@ -35,14 +35,32 @@ def _setup_logging() -> None:
         handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
 
+def _settings_epilog() -> str:
+    """Every setting with its env name and meaning, from ``Settings`` (the one place they live)."""
+    from wan_mcp.config import ENV_PREFIX, Settings
+
+    lines = ["settings (env, or the JSON file named by WAN_MCP_CONFIG; flags win):"]
+    for name, info in Settings.model_fields.items():
+        default = info.default if info.default_factory is None else "(computed)"
+        shown = "-" if default is None or name in ("api_key", "http_token") else default
+        lines.append(f"  {ENV_PREFIX}{name.upper():<28} {info.description or ''} [default: {shown}]")
+    lines.append(f"  {ENV_PREFIX}LOG_LEVEL{'':<20} log level for stderr (stdout is the MCP wire) [default: INFO]")
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="wan-mcp", description="MCP server for Wan 2.6 video generation (ToAPIs)."
-    )
+    p = argparse.ArgumentParser(prog="wan-mcp", description="MCP server for Wan 2.6 video generation (ToAPIs).")
     p.add_argument("--version", action="version", version=f"wan-mcp {__version__}")
     sub = p.add_subparsers(dest="command")
 
-    serve = sub.add_parser("serve", help="run the MCP server (default: stdio)")
+    raw = argparse.RawDescriptionHelpFormatter
+    serve = sub.add_parser(
+        "serve",
+        help="run the MCP server (default: stdio)",
+        description="Run the MCP server on stdio (for desktop hosts), SSE or streamable HTTP.",
+        epilog=_settings_epilog(),
+        formatter_class=raw,
+    )
     serve.add_argument("--transport", choices=["stdio", "sse", "http"], default="stdio")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -55,14 +73,33 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="journal location")
     serve.add_argument("--output-dir", help="where videos are saved")
 
-    sim = sub.add_parser("simulator", help="run the offline ToAPIs gateway simulator")
+    sim = sub.add_parser(
+        "simulator",
+        help="run the offline ToAPIs gateway simulator",
+        description="The offline gateway on loopback (real HTTP, real MP4s); no settings of the server apply. "
+        "Run `wan-mcp simulator --help` for its own flags (port, keys, job time, faults).",
+    )
     sim.add_argument("rest", nargs=argparse.REMAINDER, help="simulator flags (see wan-mcp simulator --help)")
 
-    demo = sub.add_parser("demo", help="the whole flow on the built-in simulator, driven by an MCP client")
+    demo = sub.add_parser(
+        "demo",
+        help="the whole flow on the built-in simulator, driven by an MCP client",
+        description="Starts the simulator and the real stdio server, makes a text-, an image- and a "
+        "reference-to-video job through the official MCP client, checks each MP4 and prints a table. "
+        "Needs no key; ignores WAN_MCP_* settings except WAN_MCP_LOG_LEVEL (everything lives under --out).",
+    )
     demo.add_argument("--out", default="wan-mcp-demo", help="folder for inputs, journal and videos")
     demo.add_argument("--job-seconds", type=float, default=3.0, help="simulated generation time per job")
 
-    sub.add_parser("doctor", help="check configuration, folders, key and gateway reachability")
+    sub.add_parser(
+        "doctor",
+        help="check configuration, folders, key and gateway reachability",
+        description="Checks what a newcomer checks first, in the order things break: config file, data and "
+        "output dirs, read roots, PyAV, HTTP tokens (fingerprints only), the key and one cheap gateway call. "
+        "Exits 1 if any check fails.",
+        epilog=_settings_epilog(),
+        formatter_class=raw,
+    )
     return p
 
 

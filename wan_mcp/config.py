@@ -52,7 +52,7 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX,
         extra="ignore",
         validate_default=True,
-        enable_decoding=False,  # lists from env are parsed by _split_list, not as JSON
+        enable_decoding=False,  # lists from env are split by _split_paths / _split_commas, not parsed as JSON
     )
 
     # --- upstream ---------------------------------------------------------------
@@ -75,10 +75,10 @@ class Settings(BaseSettings):
     upstream_rate_budget: float = Field(default=10.0, gt=0, description="Max status GETs per second.")
 
     # --- HTTP client ----------------------------------------------------------------
-    connect_timeout: float = Field(default=10.0, gt=0)
-    read_timeout: float = Field(default=60.0, gt=0)
-    write_timeout: float = Field(default=60.0, gt=0)
-    pool_timeout: float = Field(default=10.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to open a connection upstream.")
+    read_timeout: float = Field(default=60.0, gt=0, description="Seconds without a byte from upstream.")
+    write_timeout: float = Field(default=60.0, gt=0, description="Seconds to send a request body upstream.")
+    pool_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a free connection.")
     retry_attempts: int = Field(default=4, ge=1, le=10, description="Attempts for reads and uploads.")
     retry_total_seconds: float = Field(default=30.0, gt=0, description="Time budget for those attempts.")
 
@@ -105,9 +105,9 @@ class Settings(BaseSettings):
     simulator_job_seconds: float = Field(default=4.0, ge=0, description="How long a simulated job takes.")
 
     _paths = field_validator("allowed_dirs", mode="before")(_split_paths)
-    _commas = field_validator(
-        "allow_private_urls", "allowed_hosts", "allowed_origins", "http_token", mode="before"
-    )(_split_commas)
+    _commas = field_validator("allow_private_urls", "allowed_hosts", "allowed_origins", "http_token", mode="before")(
+        _split_commas
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -171,16 +171,6 @@ class Settings(BaseSettings):
     def restrict_dotdirs(self) -> bool:
         """The home default excludes dot-folders (~/.ssh, ~/.aws...); explicit roots are taken as given."""
         return self.allowed_dirs is None
-
-    def require_api_key(self) -> SecretStr:
-        if self.api_key is None or not self.api_key.get_secret_value():
-            raise WanError(
-                ErrorCode.CONFIG,
-                "no ToAPIs API key is configured",
-                hint=f"set {ENV_PREFIX}API_KEY in the MCP host's env block, or run "
-                "`wan-mcp serve --simulate` to try the server on the built-in simulator",
-            )
-        return self.api_key
 
 
 def load_settings(**overrides: Any) -> Settings:

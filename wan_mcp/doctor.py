@@ -52,8 +52,7 @@ async def _gateway_checks(settings: Settings) -> list[Check]:
             (
                 False,
                 "api key",
-                "WAN_MCP_API_KEY is not set; set it in the MCP host's env block "
-                "(or try `wan-mcp serve --simulate`)",
+                "WAN_MCP_API_KEY is not set; set it in the MCP host's env block (or try `wan-mcp serve --simulate`)",
             )
         )
         out.append((None, "gateway", f"{settings.base_url} not contacted: needs a key"))
@@ -116,15 +115,22 @@ def run_doctor() -> int:
         env = "WAN_MCP_DATA_DIR" if label == "data dir" else "WAN_MCP_OUTPUT_DIR"
         checks.append((problem is None, label, f"{problem}; set {env} to a writable folder" if problem else str(path)))
     roots = ", ".join(str(p) for p in settings.read_roots)
-    checks.append(
-        (True, "read roots", roots + (" (dot-folders excluded)" if settings.restrict_dotdirs else ""))
-    )
+    checks.append((True, "read roots", roots + (" (dot-folders excluded)" if settings.restrict_dotdirs else "")))
     try:
         import av  # noqa: F401
 
-        checks.append((True, "PyAV", "installed (poster frames, video probing)"))
+        checks.append(
+            (True, "PyAV", "installed: the simulator's MP4s (serve --simulate, demo), result probing, poster frames")
+        )
     except ImportError:
-        checks.append((None, "PyAV", "not installed: pip install 'wan-mcp[media]' for poster frames"))
+        checks.append(
+            (
+                False,
+                "PyAV",
+                "missing (a core dependency): without it serve --simulate and demo cannot render videos and "
+                "results get no duration or poster frame; reinstall wan-mcp (pip install --force-reinstall wan-mcp)",
+            )
+        )
     checks.append(_token_check(settings))
     checks.extend(anyio.run(_gateway_checks, settings))
     for ok, label, detail in checks:

@@ -39,12 +39,6 @@ class ErrorCode(StrEnum):
     JOURNAL = "journal"  # the local task journal is corrupt, locked or unwritable
 
 
-#: Codes worth retrying automatically for *idempotent* operations (reads, uploads).
-RETRYABLE = frozenset(
-    {ErrorCode.RATE_LIMITED, ErrorCode.UPSTREAM_UNAVAILABLE, ErrorCode.NETWORK, ErrorCode.TIMEOUT}
-)
-
-
 class WanError(Exception):
     """An error with enough context for an agent to fix its call or wait and retry."""
 
@@ -69,10 +63,6 @@ class WanError(Exception):
         self.task_id = task_id
         self.http_status = http_status
         super().__init__(self.render())
-
-    @property
-    def retryable(self) -> bool:
-        return self.code in RETRYABLE
 
     def with_task(self, task_id: str | None) -> WanError:
         """Attach a task id learned after the error was raised (e.g. in a wait)."""

@@ -46,9 +46,7 @@ def sim() -> Iterator[SimulatorServer]:
 def fresh_sim(sim: SimulatorServer) -> SimulatorServer:
     sim.clear_faults()
     sim.clear_requests()
-    sim.configure(
-        status_style="queued", complete_without_url=False, fail_prompts_containing=None, job_seconds=1.0
-    )
+    sim.configure(status_style="queued", complete_without_url=False, fail_prompts_containing=None, job_seconds=1.0)
     return sim
 
 

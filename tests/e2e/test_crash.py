@@ -24,6 +24,7 @@ import pytest
 from mcp import Client
 
 from tests.e2e.conftest import Dirs, server_env, stdio_params
+from tests.helpers import ok as _data
 from wan_mcp.core.files import FileBoundary, probe_video
 from wan_mcp.core.journal import SqliteJournal, TaskRecord
 from wan_mcp.simulator.harness import SimulatorServer
@@ -36,12 +37,6 @@ def up(fresh_sim: SimulatorServer) -> SimulatorServer:
     """The module's simulator with no tasks from earlier tests (these tests count them)."""
     fresh_sim.clear_tasks()
     return fresh_sim
-
-
-def _data(result: Any) -> dict[str, Any]:
-    assert not result.is_error, result.content[0].text
-    data: dict[str, Any] = result.structured_content
-    return data
 
 
 async def _rows(dirs: Dirs) -> list[TaskRecord]:
@@ -172,6 +167,7 @@ async def test_kill_while_the_create_post_is_in_flight(up: SimulatorServer, dirs
     assert up.count("create") == 1 and up.tasks() == []  # never re-POSTed, nothing paid twice
     rows = await _rows(dirs)
     assert [(r.business_id, r.task_id) for r in rows] == [(business_id, None)]
+
 
 async def test_kill_right_after_the_post_was_answered(up: SimulatorServer, dirs: Dirs) -> None:
     pidfile = dirs.root / "server.pid"

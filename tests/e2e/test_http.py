@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,8 @@ from tests.e2e.conftest import (
     http_env,
     start_http_server,
 )
+from tests.helpers import ok as _data
+from tests.helpers import text as _text
 from wan_mcp.core.files import probe_video
 from wan_mcp.simulator.harness import SimulatorServer
 
@@ -48,16 +49,6 @@ INIT = {
     },
 }
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-
-
-def _data(result: Any) -> dict[str, Any]:
-    assert not result.is_error, result.content[0].text
-    data: dict[str, Any] = result.structured_content
-    return data
-
-
-def _text(result: Any) -> str:
-    return " ".join(getattr(c, "text", "") for c in result.content)
 
 
 def _post(server: HttpServer, *, token: str | None = TOKENS[0], **kw: Any) -> httpx2.Response:
@@ -162,7 +153,6 @@ def test_refuses_to_listen_beyond_loopback_without_a_token(
     env = http_env(leak_sim, tmp_path)
     del env["WAN_MCP_HTTP_TOKEN"]
     port = free_port()
-    started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "wan_mcp", "serve", "--transport", transport, "--host", host, "--port", str(port)],
         env=env,
@@ -170,8 +160,7 @@ def test_refuses_to_listen_beyond_loopback_without_a_token(
         text=True,
         timeout=20,
     )
-    assert done.returncode != 0
-    assert time.monotonic() - started < 10
+    assert done.returncode != 0  # it exits by itself (the 20 s timeout is a hang guard)
     message = done.stderr
     assert "refusing to listen" in message and host in message
     assert "WAN_MCP_HTTP_TOKEN" in message and "Authorization: Bearer" in message and "127.0.0.1" in message
@@ -251,35 +240,31 @@ async def test_healthz_is_open_and_says_nothing(http_server: HttpServer, sse_ser
 async def test_stop_signal_during_a_wait_answers_still_running_then_restart_completes(
     transport: str, sig: int, leak_fresh: SimulatorServer, e2e_logs: Path, tmp_path: Path
 ) -> None:
-    leak_fresh.configure(job_seconds=3.0)
+    leak_fresh.configure(job_seconds=600.0)  # runs past the 30 s wait: only the stop can end it early
     env = http_env(leak_fresh, tmp_path)
     server = start_http_server(env, transport, e2e_logs)
-    stopped_at = 0.0
     try:
         async with connect(server) as client:
             task = _data(await client.call_tool("generate_video", {"prompt": "a long dusk", "resolution": "720p"}))
 
             async def stop_soon() -> None:
-                nonlocal stopped_at
                 await anyio.sleep(0.8)
-                stopped_at = time.monotonic()
                 server.proc.send_signal(sig)
 
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(stop_soon)
-                result = await client.call_tool("get_task_status", {"task_id": task["task_id"], "wait_seconds": 30})
-            answered_in = time.monotonic() - stopped_at
+            with anyio.fail_after(25):  # a hang guard: the 30 s wait must end early, by the stop
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(stop_soon)
+                    result = await client.call_tool("get_task_status", {"task_id": task["task_id"], "wait_seconds": 30})
         assert not result.is_error, _text(result)
         view = result.structured_content
         assert view["task_id"] == task["task_id"] and view["status"] in ("queued", "in_progress")
         assert "Still running" in _text(result) and "get_task_status" in _text(result)
-        assert answered_in < 2.0, answered_in
         rc = await anyio.to_thread.run_sync(server.stop)
         assert rc == 0, server.logs()
-        assert time.monotonic() - stopped_at < 5
         assert not any(server.data.glob("*-wal")), "the journal was not closed cleanly"
     finally:
         server.stop(signal.SIGKILL)
+    leak_fresh.engine.finish_tasks_now()  # the job ends while the server is down
     restarted = start_http_server(env, transport, e2e_logs)
     try:
         async with connect(restarted) as client:

@@ -22,6 +22,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.e2e.conftest import TOKENS, Dirs, HttpServer, server_env, start_http_server
+from tests.helpers import ok as _ok
 from wan_mcp.simulator.harness import SimulatorServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -30,12 +31,6 @@ TASKS = 10
 CALLS = 200
 JOB_SECONDS = 4.0
 INTERVAL = 0.5
-
-
-def _ok(result: Any) -> dict[str, Any]:
-    assert not result.is_error, " ".join(getattr(c, "text", "") for c in result.content)
-    out: dict[str, Any] = result.structured_content
-    return out
 
 
 def _rss_kib(pid: int) -> int:

@@ -15,20 +15,12 @@ from mcp import Client, StdioServerParameters
 from PIL import Image
 
 from tests.e2e.conftest import KEY, Dirs, server_env, stdio_params
+from tests.helpers import ok as _data
+from tests.helpers import text as _text
 from wan_mcp.core.files import probe_video
 from wan_mcp.simulator.harness import SimulatorServer
 
 pytestmark = pytest.mark.anyio
-
-
-def _data(result: Any) -> dict[str, Any]:
-    assert not result.is_error, result.content[0].text
-    data: dict[str, Any] = result.structured_content
-    return data
-
-
-def _text(result: Any) -> str:
-    return " ".join(getattr(c, "text", "") for c in result.content)
 
 
 def _portrait_png(path: Path) -> Path:
@@ -38,9 +30,7 @@ def _portrait_png(path: Path) -> Path:
 
 async def _until_done(client: Client, task_id: str, **kw: Any) -> dict[str, Any]:
     for _ in range(40):
-        status = _data(
-            await client.call_tool("get_task_status", {"task_id": task_id, "wait_seconds": 10}, **kw)
-        )
+        status = _data(await client.call_tool("get_task_status", {"task_id": task_id, "wait_seconds": 10}, **kw))
         if status["status"] in ("completed", "failed", "rejected"):
             return status
     raise AssertionError(f"{task_id} never finished")
@@ -160,9 +150,7 @@ async def test_progress_notifications_arrive_while_waiting(fresh_sim: SimulatorS
         seen.append((progress, total, message))
 
     async with Client(stdio_params(server_env(fresh_sim, dirs)), mode=mode) as client:  # type: ignore[arg-type]
-        task = _data(
-            await client.call_tool("generate_video", {"prompt": "a slow sunrise", "resolution": "720p"})
-        )
+        task = _data(await client.call_tool("generate_video", {"prompt": "a slow sunrise", "resolution": "720p"}))
         done = _data(
             await client.call_tool(
                 "get_task_status",
@@ -202,9 +190,9 @@ async def test_kill_9_mid_wait_then_restart_completes_with_one_task_and_one_file
     task_id = ""
     with pytest.raises(BaseException):  # noqa: B017 - the transport dies under the client
         async with Client(stdio_params(env, pidfile)) as client:
-            task_id = _data(
-                await client.call_tool("generate_video", {"prompt": "a crash", "resolution": "720p"})
-            )["task_id"]
+            task_id = _data(await client.call_tool("generate_video", {"prompt": "a crash", "resolution": "720p"}))[
+                "task_id"
+            ]
 
             async def kill_soon() -> None:
                 await anyio.sleep(0.7)
@@ -224,17 +212,30 @@ async def test_kill_9_mid_wait_then_restart_completes_with_one_task_and_one_file
     assert [p.name for p in files] == [Path(done["local_path"]).name], files
 
 
-async def test_serve_simulate_needs_no_key(dirs: Dirs) -> None:
-    """`wan-mcp serve --simulate`: what a user tries in their host before buying a key."""
+async def test_serve_simulate_needs_no_key_and_works_session_after_session(dirs: Dirs) -> None:
+    """`wan-mcp serve --simulate`: what a user tries in their host before buying a key.
+
+    Hosts (Claude Desktop on every launch) start the server again and again on the same data
+    dir. The second session once handed out the first session's task ids (the simulator's
+    seed was fixed) and every generate_video failed with a journal collision.
+    """
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
     env.update({"WAN_MCP_DATA_DIR": str(dirs.data), "WAN_MCP_SIMULATOR_JOB_SECONDS": "0.5",
                 "WAN_MCP_POLL_FIRST_SECONDS": "0.2", "WAN_MCP_POLL_INTERVAL_SECONDS": "0.3"})  # fmt: skip
     params = StdioServerParameters(command=sys.executable, args=["-m", "wan_mcp", "serve", "--simulate"], env=env)
-    async with Client(params) as client:
-        task = _data(await client.call_tool("generate_video", {"prompt": "a try-out", "resolution": "720p"}))
-        done = await _until_done(client, task["task_id"])
-    assert done["status"] == "completed"
-    assert Path(done["local_path"]).is_relative_to(dirs.data / "simulator")
+    seen: list[str] = []
+    for session in range(2):
+        async with Client(params) as client:
+            task = _data(
+                await client.call_tool("generate_video", {"prompt": f"try-out {session}", "resolution": "720p"})
+            )
+            done = await _until_done(client, task["task_id"])
+            listed = _data(await client.call_tool("list_tasks", {}))["tasks"]
+        assert done["status"] == "completed", (session, done)
+        assert Path(done["local_path"]).is_relative_to(dirs.data / "simulator")
+        seen.append(done["task_id"])
+        assert {t["status"] for t in listed} <= {"completed", "failed"}, listed  # no stray 'submitting' row
+    assert len(set(seen)) == 2
 
 
 async def test_same_image_is_uploaded_once(fresh_sim: SimulatorServer, dirs: Dirs) -> None:
@@ -261,9 +262,7 @@ async def test_terminal_status_is_served_from_the_journal(fresh_sim: SimulatorSe
 async def test_failed_generation_is_explained(fresh_sim: SimulatorServer, dirs: Dirs) -> None:
     fresh_sim.configure(fail_prompts_containing="forbidden")
     async with Client(stdio_params(server_env(fresh_sim, dirs))) as client:
-        task = _data(
-            await client.call_tool("generate_video", {"prompt": "something forbidden", "resolution": "720p"})
-        )
+        task = _data(await client.call_tool("generate_video", {"prompt": "something forbidden", "resolution": "720p"}))
         done = await _until_done(client, task["task_id"])
     assert done["status"] == "failed"
     assert done["error"]["code"] == "content_policy" and "rephrase" in done["error"]["hint"]

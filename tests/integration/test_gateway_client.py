@@ -129,9 +129,7 @@ def task_ids(sim: SimulatorServer) -> list[str]:
 # --- every endpoint, happy path ---------------------------------------------------------------
 
 
-async def test_create_poll_download(
-    sim: SimulatorServer, client: GatewayClient, http: httpx2.AsyncClient
-) -> None:
+async def test_create_poll_download(sim: SimulatorServer, client: GatewayClient, http: httpx2.AsyncClient) -> None:
     bid = business_id()
     before = set(task_ids(sim))
     created = await client.create_task(T2V, bid)
@@ -304,9 +302,7 @@ async def test_404_not_retried(client: GatewayClient, sim: SimulatorServer) -> N
         ("truncated_json", 2),
     ],
 )
-async def test_status_faults_recover(
-    client: GatewayClient, sim: SimulatorServer, kind: str, times: int
-) -> None:
+async def test_status_faults_recover(client: GatewayClient, sim: SimulatorServer, kind: str, times: int) -> None:
     created = await client.create_task(T2V, business_id())
     sim.clear_requests()
     sim.add_fault("status", kind, times=times)
@@ -321,9 +317,7 @@ async def test_status_fault_beyond_attempts_is_raised(client: GatewayClient, sim
     sim.add_fault("status", "http_503", times=-1)
     with pytest.raises(WanError) as info:
         await client.get_task(created.id)
-    assert (
-        info.value.code is ErrorCode.UPSTREAM_UNAVAILABLE and "gave up after 4 attempts" in info.value.message
-    )
+    assert info.value.code is ErrorCode.UPSTREAM_UNAVAILABLE and "gave up after 4 attempts" in info.value.message
     assert sim.count(endpoint="status") == POLICY.attempts
 
 
@@ -377,9 +371,7 @@ async def test_other_reads_recover(client: GatewayClient, sim: SimulatorServer, 
     assert sim.count(endpoint=endpoint) == 3
 
 
-async def test_upload_video_recovers(
-    client: GatewayClient, sim: SimulatorServer, http: httpx2.AsyncClient
-) -> None:
+async def test_upload_video_recovers(client: GatewayClient, sim: SimulatorServer, http: httpx2.AsyncClient) -> None:
     done = await wait_terminal(client, (await client.create_task(T2V, business_id())).id)
     assert done.video_url
     data = (await http.get(done.video_url)).content
@@ -391,9 +383,7 @@ async def test_upload_video_recovers(
 # --- create: one upstream task, whatever fails ------------------------------------------------------
 
 
-async def test_dropped_create_response_is_recovered_by_business_id(
-    client: GatewayClient, sim: SimulatorServer
-) -> None:
+async def test_dropped_create_response_is_recovered_by_business_id(client: GatewayClient, sim: SimulatorServer) -> None:
     before = len(sim.tasks())
     bid = business_id()
     sim.add_fault("create", "drop_response")
@@ -412,9 +402,7 @@ async def test_create_429_is_retried_without_duplicates(client: GatewayClient, s
     assert len(sim.tasks()) == before + 1 and task.id in task_ids(sim)
 
 
-@pytest.mark.parametrize(
-    "kind", ["http_500", "http_502", "http_503", "reset", "malformed_json", "truncated_json"]
-)
+@pytest.mark.parametrize("kind", ["http_500", "http_502", "http_503", "reset", "malformed_json", "truncated_json"])
 async def test_ambiguous_create_is_reconciled_never_reposted(
     client: GatewayClient, sim: SimulatorServer, kind: str
 ) -> None:

@@ -6,7 +6,6 @@ tests/e2e/test_http.py and tests/e2e/test_security.py; this checks the mechanism
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,10 @@ import anyio
 import pytest
 from mcp import Client
 
+from tests.helpers import text as _text
 from wan_mcp.config import load_settings
-from wan_mcp.server.app import Lifecycle, build_server
+from wan_mcp.server.app import build_server
+from wan_mcp.server.lifecycle import Lifecycle
 from wan_mcp.simulator.harness import SimulatorServer
 
 pytestmark = pytest.mark.anyio
@@ -25,12 +26,8 @@ KEY = "sk-shutdown-0123456789abcdef"
 
 @pytest.fixture
 def sim() -> Iterator[SimulatorServer]:
-    with SimulatorServer(job_seconds=3.0, api_keys={KEY}) as server:
+    with SimulatorServer(job_seconds=120.0, api_keys={KEY}) as server:
         yield server
-
-
-def _text(result: Any) -> str:
-    return " ".join(getattr(c, "text", "") for c in result.content)
 
 
 async def test_begin_shutdown_answers_waits_in_flight_and_later_waits_at_once(
@@ -56,23 +53,24 @@ async def test_begin_shutdown_answers_waits_in_flight_and_later_waits_at_once(
         async def waiter() -> None:
             results.append(await client.call_tool("get_task_status", {"task_id": task_id, "wait_seconds": 30}))
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(2):  # two waiters on one task: both are answered
-                tg.start_soon(waiter)
-            await anyio.sleep(0.5)
-            assert lifecycle.in_flight == 2
-            started = time.monotonic()
-            lifecycle.begin_shutdown()
-        assert time.monotonic() - started < 0.5
-        assert await lifecycle.drain(1.0, settle=0)
+        # Outcomes, not durations: the job outlasts the 30 s waits, so an answer that is still
+        # "queued"/"in_progress" can only come from the shutdown (fail_after is a hang guard).
+        with anyio.fail_after(25):
+            async with anyio.create_task_group() as tg:
+                for _ in range(2):  # two waiters on one task: both are answered
+                    tg.start_soon(waiter)
+                while lifecycle.in_flight < 2:
+                    await anyio.sleep(0.01)
+                lifecycle.begin_shutdown()
+            assert await lifecycle.drain(5.0, settle=0)
         for result in results:
             assert not result.is_error, _text(result)
             assert result.structured_content["status"] in ("queued", "in_progress")
             assert f"get_task_status(task_id='{task_id}'" in _text(result)
 
-        started = time.monotonic()
-        later = await client.call_tool("get_task_status", {"task_id": task_id, "wait_seconds": 30})
-        assert time.monotonic() - started < 0.5 and not later.is_error
+        with anyio.fail_after(25):
+            later = await client.call_tool("get_task_status", {"task_id": task_id, "wait_seconds": 30})
+        assert not later.is_error and later.structured_content["status"] in ("queued", "in_progress")
     assert lifecycle.closed
     assert sim.count(endpoint="create") == 1
 
@@ -80,6 +78,27 @@ async def test_begin_shutdown_answers_waits_in_flight_and_later_waits_at_once(
 async def test_drain_gives_up_after_its_timeout() -> None:
     lifecycle = Lifecycle()
     lifecycle.in_flight = 1  # a request that never finishes
-    started = time.monotonic()
     assert not await lifecycle.drain(0.2)
-    assert time.monotonic() - started < 0.5
+
+
+async def test_drain_and_wait_closed_wake_on_the_change() -> None:
+    lifecycle = Lifecycle()
+    lifecycle.in_flight = 1
+    outcomes: list[bool] = []
+
+    async def drain() -> None:
+        outcomes.append(await lifecycle.drain(60, settle=0))
+
+    async def closed() -> None:
+        outcomes.append(await lifecycle.wait_closed(60))
+
+    with anyio.fail_after(30):  # a hang guard only: the events end both waits
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drain)
+            tg.start_soon(closed)
+            await anyio.wait_all_tasks_blocked()
+            assert outcomes == []
+            lifecycle.in_flight = 0
+            lifecycle._changed()  # what the middleware does when a request ends
+            lifecycle.mark_closed(True)
+    assert outcomes == [True, True]

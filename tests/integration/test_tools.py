@@ -13,7 +13,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from tests.integration.support import simulator_settings
+from tests.helpers import simulator_settings, text
 from wan_mcp.config import Settings, load_settings
 from wan_mcp.server.app import build_server
 from wan_mcp.simulator.harness import SimulatorServer
@@ -58,13 +58,7 @@ def data(result: Any) -> dict[str, Any]:
     return out
 
 
-def text(result: Any) -> str:
-    return " ".join(getattr(c, "text", "") for c in result.content)
-
-
-async def test_generate_with_wait_returns_the_downloaded_video(
-    client: Client, fresh: SimulatorServer
-) -> None:
+async def test_generate_with_wait_returns_the_downloaded_video(client: Client, fresh: SimulatorServer) -> None:
     result = await client.call_tool(
         "generate_video", {"prompt": "a lighthouse", "resolution": "720p", "wait_seconds": 20}
     )
@@ -108,9 +102,7 @@ async def test_many_waiters_share_one_poller(client: Client, fresh: SimulatorSer
     assert fresh.count(endpoint="status") <= 20, fresh.count(endpoint="status")
 
 
-async def test_dropped_create_response_is_reconciled_to_the_one_task(
-    client: Client, fresh: SimulatorServer
-) -> None:
+async def test_dropped_create_response_is_reconciled_to_the_one_task(client: Client, fresh: SimulatorServer) -> None:
     before = {t["id"] for t in fresh.tasks()}
     fresh.add_fault("create", "drop_response")
     task = data(await client.call_tool("generate_video", {"prompt": "lost reply", "resolution": "720p"}))
@@ -132,9 +124,7 @@ async def test_ambiguous_create_failure_keeps_an_unconfirmed_row_and_never_repos
     assert len(listed["tasks"]) == 1
 
 
-async def test_payment_error_is_not_retried_and_says_what_to_do(
-    client: Client, fresh: SimulatorServer
-) -> None:
+async def test_payment_error_is_not_retried_and_says_what_to_do(client: Client, fresh: SimulatorServer) -> None:
     fresh.configure(balance=0)
     try:
         result = await client.call_tool("generate_video", {"prompt": "no money", "resolution": "720p"})

@@ -77,9 +77,7 @@ class Upstream:
         return sum(1 for r in self.requests if r.method == method)
 
 
-def raises(
-    exc_type: type[httpx2.RequestError], text: str = "boom"
-) -> Callable[[httpx2.Request], httpx2.Response]:
+def raises(exc_type: type[httpx2.RequestError], text: str = "boom") -> Callable[[httpx2.Request], httpx2.Response]:
     def step(request: httpx2.Request) -> httpx2.Response:
         raise exc_type(text, request=request)
 
@@ -103,9 +101,7 @@ def ok(body: Any = None) -> httpx2.Response:
 
 
 def err(status: int, message: str = "nope", headers: dict[str, str] | None = None) -> httpx2.Response:
-    return httpx2.Response(
-        status, json={"error": {"code": status, "message": message, "type": "x"}}, headers=headers
-    )
+    return httpx2.Response(status, json={"error": {"code": status, "message": message, "type": "x"}}, headers=headers)
 
 
 FAST = RetryPolicy(
@@ -113,9 +109,7 @@ FAST = RetryPolicy(
 )
 
 
-def make(
-    upstream: Upstream, time: FakeTime, *, retry: RetryPolicy = FAST, api_key: str | None = KEY
-) -> GatewayClient:
+def make(upstream: Upstream, time: FakeTime, *, retry: RetryPolicy = FAST, api_key: str | None = KEY) -> GatewayClient:
     http = httpx2.AsyncClient(transport=httpx2.MockTransport(upstream))
     return GatewayClient(
         http,
@@ -137,9 +131,7 @@ def assert_no_key(error: BaseException) -> None:
 
 
 async def test_make_http_client_has_no_auth_and_explicit_limits() -> None:
-    settings = Settings(
-        api_key=SecretStr(KEY), connect_timeout=3, read_timeout=4, write_timeout=5, pool_timeout=6
-    )
+    settings = Settings(api_key=SecretStr(KEY), connect_timeout=3, read_timeout=4, write_timeout=5, pool_timeout=6)
     async with make_http_client(settings) as http:
         assert "authorization" not in http.headers
         assert http.headers["user-agent"] == f"wan-mcp/{__version__}"
@@ -354,9 +346,7 @@ async def test_upload_is_multipart_with_file_field() -> None:
 
 async def test_upload_refusal_with_200_is_final() -> None:
     up = Upstream(
-        post=[
-            httpx2.Response(200, json={"success": False, "message": "Video too large. Maximum size is 50MB"})
-        ]
+        post=[httpx2.Response(200, json={"success": False, "message": "Video too large. Maximum size is 50MB"})]
     )
     with pytest.raises(WanError) as info:
         await make(up, FakeTime()).upload_video(b"x", "a.mp4", "video/mp4")
@@ -383,9 +373,7 @@ async def test_create_429_is_retried_honouring_retry_after() -> None:
 
 async def test_create_puts_business_id_top_level_and_wins() -> None:
     up = Upstream(post=[ok()])
-    await make(up, FakeTime()).create_task(
-        {"model": "wan2.6", "prompt": "cat", "client_business_id": "old"}, BID
-    )
+    await make(up, FakeTime()).create_task({"model": "wan2.6", "prompt": "cat", "client_business_id": "old"}, BID)
     assert json.loads(up.requests[0].content) == {
         "model": "wan2.6",
         "prompt": "cat",
@@ -456,13 +444,9 @@ async def test_create_reconcile_lookup_failing_is_submission_unconfirmed() -> No
         (422, ErrorCode.CONTENT_POLICY),
     ],
 )
-async def test_create_definite_refusals_are_neither_retried_nor_reconciled(
-    status: int, code: ErrorCode
-) -> None:
+async def test_create_definite_refusals_are_neither_retried_nor_reconciled(status: int, code: ErrorCode) -> None:
     up, time = (
-        Upstream(
-            post=[err(status, "Content violates the content policy" if status == 422 else "no")], get=[ok()]
-        ),
+        Upstream(post=[err(status, "Content violates the content policy" if status == 422 else "no")], get=[ok()]),
         FakeTime(),
     )
     with pytest.raises(WanError) as info:

@@ -651,18 +651,20 @@ def test_schema_is_a_fresh_copy() -> None:
 # --- layering -----------------------------------------------------------------------------------
 
 
-def test_request_module_imports_only_stdlib_pydantic_and_errors() -> None:
-    source = Path(request_module.__file__).read_text()
+def test_request_package_imports_only_stdlib_pydantic_errors_and_arguments() -> None:
     allowed_third_party = {"pydantic", "pydantic_core"}
-    for node in ast.walk(ast.parse(source)):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
-        for name in names:
-            top = name.split(".")[0]
-            assert name == "wan_mcp.errors" or top in allowed_third_party or top in _stdlib(), name
+    ours = {"wan_mcp.errors", "wan_mcp.core.arguments"}
+    for path in Path(request_module.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                inside = name.startswith("wan_mcp.core.request")
+                assert inside or name in ours or top in allowed_third_party or top in _stdlib(), (path.name, name)
 
 
 def _stdlib() -> frozenset[str]:

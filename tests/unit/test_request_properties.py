@@ -158,15 +158,11 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Labelled]] = {
         st.lists(st.sampled_from(VALID_VIDEOS), min_size=1, max_size=3, unique=True),
         st.sampled_from(INVALID_VIDEO_LISTS),
     ),
-    "aspect_ratio": labelled(
-        st.sampled_from(ASPECT_RATIOS), st.sampled_from(["21:9", "16x9", "1280*720", 1])
-    ),
+    "aspect_ratio": labelled(st.sampled_from(ASPECT_RATIOS), st.sampled_from(["21:9", "16x9", "1280*720", 1])),
     "resolution": labelled(st.sampled_from(RESOLUTIONS), st.sampled_from(["480p", "1080P", "4k", 1080])),
     "duration": labelled(
         st.sampled_from([5, 10, 15, 5.0, 15.0]),
-        st.one_of(
-            st.sampled_from(["5", True, 5.5, "ten"]), st.integers().filter(lambda n: n not in (5, 10, 15))
-        ),
+        st.one_of(st.sampled_from(["5", True, 5.5, "ten"]), st.integers().filter(lambda n: n not in (5, 10, 15))),
     ),
     "negative_prompt": labelled(
         st.text(max_size=40),
@@ -174,9 +170,7 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Labelled]] = {
     ),
     "seed": labelled(
         st.one_of(st.integers(0, MAX_SEED), st.just(7.0)),
-        st.one_of(
-            st.integers(max_value=-1), st.integers(min_value=MAX_SEED + 1), st.sampled_from(["1", True, 0.5])
-        ),
+        st.one_of(st.integers(max_value=-1), st.integers(min_value=MAX_SEED + 1), st.sampled_from(["1", True, 0.5])),
     ),
     "prompt_extend": labelled(st.booleans(), st.sampled_from(["true", "false", 0, 1])),
     "shot_type": labelled(st.sampled_from(SHOT_TYPES), st.sampled_from(["Single", "multiple", "", 2])),
@@ -289,9 +283,7 @@ def valid_arguments(draw: st.DrawFn) -> dict[str, Any]:
     if mode == "i2v":
         args["image"] = draw(st.sampled_from(VALID_IMAGES))
     if mode == "r2v":
-        args["reference_videos"] = draw(
-            st.lists(st.sampled_from(VALID_VIDEOS), min_size=1, max_size=3, unique=True)
-        )
+        args["reference_videos"] = draw(st.lists(st.sampled_from(VALID_VIDEOS), min_size=1, max_size=3, unique=True))
     optional: dict[str, st.SearchStrategy[Any]] = {
         "resolution": st.sampled_from(RESOLUTIONS),
         "duration": st.sampled_from(DURATIONS),
@@ -339,9 +331,7 @@ locations = st.one_of(
         st.sampled_from(["http://", "https://", "data:", "file:"]),
         st.text(max_size=40),
     ),
-    st.builds(
-        lambda b: "data:image/png;base64," + b, st.from_regex(r"[A-Za-z0-9+/=_%-]{0,40}", fullmatch=True)
-    ),
+    st.builds(lambda b: "data:image/png;base64," + b, st.from_regex(r"[A-Za-z0-9+/=_%-]{0,40}", fullmatch=True)),
 )
 
 
@@ -351,9 +341,7 @@ locations = st.one_of(
     st.one_of(st.none(), locations),
     st.one_of(st.none(), st.lists(locations, max_size=4)),
 )
-def test_arbitrary_json_never_crashes(
-    args: dict[str, Any], image: str | None, refs: list[str] | None
-) -> None:
+def test_arbitrary_json_never_crashes(args: dict[str, Any], image: str | None, refs: list[str] | None) -> None:
     """Whatever JSON arrives (any type in any argument, any string as a location), the outcome is a
     sendable request or a WanError naming an argument; never another exception."""
     if image is not None:

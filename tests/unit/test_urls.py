@@ -7,7 +7,9 @@ import ipaddress
 
 import pytest
 
-from wan_mcp.core.urls import UrlPolicy, decode_data_url, display_url
+from wan_mcp.core.arguments import Problem
+from wan_mcp.core.request.sources import MAX_DATA_BYTES, decode_data_url
+from wan_mcp.core.urls import UrlPolicy, display_url
 from wan_mcp.errors import ErrorCode, WanError
 
 pytestmark = pytest.mark.anyio
@@ -156,45 +158,51 @@ def test_display_url_strips_secrets() -> None:
     assert len(display_url("https://x.com/" + "a" * 5000)) < 250
 
 
-# --- data: URLs ----------------------------------------------------------------------------
+# --- data: URLs: the ONE decoder (generate_video's image and upload_image's data) ---------------
+
+
+def _decoded(value: str) -> tuple[bytes, str]:
+    try:
+        return decode_data_url(value, field="data")
+    except Problem as problem:
+        raise problem.error() from None
 
 
 def test_decode_data_url_roundtrip() -> None:
     payload = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
     encoded = base64.b64encode(payload).decode()
     wrapped = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
-    data, media_type = decode_data_url(f"data:Image/PNG;base64,{wrapped}", field="data")
+    data, media_type = _decoded(f"data:Image/PNG;base64,{wrapped}")
     assert data == payload and media_type == "image/png"
+
+
+def test_url_safe_unpadded_base64_is_accepted() -> None:
+    payload = bytes(range(250, 256)) * 3 + b"\xff"
+    encoded = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+    assert "-" in encoded or "_" in encoded
+    assert _decoded(f"data:image/png;base64,{encoded}")[0] == payload
 
 
 @pytest.mark.parametrize(
     ("value", "fragment"),
     [
-        ("image/png;base64,AAAA", "not a data: URL"),
-        ("data:image/png;base64", "no ','"),
-        ("data:image/png,hello", "only base64"),
-        ("data:text/html;base64,PGgxPg==", "expected image/"),
-        ("data:;base64,AAAA", "expected image/"),
-        ("data:image/png;base64,AAA", "malformed"),
-        ("data:image/png;base64,AA!A", "malformed"),
-        ("data:image/png;base64,-_-_", "malformed"),
-        ("data:image/png;base64,", "empty"),
-        ("data:image/png;base64,ÀÀÀÀ", "non-ASCII"),
+        ("data:image/png;base64", "not base64-encoded"),
+        ("data:image/png,hello", "not base64-encoded"),
+        ("data:text/html;base64,PGgxPg==", "not an image"),
+        ("data:;base64,AAAA", "not an image"),
+        ("data:image/png;base64,A", "whole number of bytes"),
+        ("data:image/png;base64,AA!A", "not base64"),
+        ("data:image/png;base64,", "no image bytes"),
+        ("data:image/png;base64,ÀÀÀÀ", "not base64"),
     ],
 )
 def test_decode_data_url_errors(value: str, fragment: str) -> None:
     with pytest.raises(WanError, match=fragment) as caught:
-        decode_data_url(value, field="data")
-    assert caught.value.code is ErrorCode.INVALID_FILE and caught.value.field == "data"
+        _decoded(value)
+    assert caught.value.code is ErrorCode.INVALID_REQUEST and caught.value.field == "data"
 
 
 def test_decode_data_url_size_cap_before_decoding() -> None:
-    value = "data:image/png;base64," + "A" * 4000
+    value = "data:image/png;base64," + "A" * (MAX_DATA_BYTES * 4 // 3 + 8)
     with pytest.raises(WanError, match="limit"):
-        decode_data_url(value, field="data", max_bytes=1000)
-    assert len(decode_data_url(value, field="data", max_bytes=3000)[0]) == 3000
-
-
-def test_decode_data_url_other_prefix() -> None:
-    data, media_type = decode_data_url("data:video/mp4;base64,AAAA", field="v", allowed_prefix="video/")
-    assert data == b"\x00\x00\x00" and media_type == "video/mp4"
+        _decoded(value)

@@ -316,9 +316,7 @@ def test_task_without_id_is_protocol(body: object) -> None:
 # --- bodies that are not JSON ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "content", [b"", b"<html>502 Bad Gateway</html>", b'{"id": "video_1", "sta', b"\xff\xfe"]
-)
+@pytest.mark.parametrize("content", [b"", b"<html>502 Bad Gateway</html>", b'{"id": "video_1", "sta', b"\xff\xfe"])
 def test_non_json_is_protocol(content: bytes) -> None:
     with pytest.raises(WanError) as info:
         decode_json(content)
@@ -551,17 +549,13 @@ def test_429_carries_retry_after() -> None:
 
 
 def test_upload_error_envelope_on_http_400() -> None:
-    err = error_from_response(
-        400, {"success": False, "message": "Image too large. Maximum size is 10MB"}, upload=True
-    )
+    err = error_from_response(400, {"success": False, "message": "Image too large. Maximum size is 10MB"}, upload=True)
     assert err.code is ErrorCode.INVALID_FILE
     assert error_from_response(413, None, upload=True).code is ErrorCode.INVALID_FILE
 
 
 def test_dashscope_flat_envelope_is_tolerated() -> None:
-    err = error_from_response(
-        400, {"request_id": "r", "code": "DataInspectionFailed", "message": "bad input"}
-    )
+    err = error_from_response(400, {"request_id": "r", "code": "DataInspectionFailed", "message": "bad input"})
     assert err.code is ErrorCode.CONTENT_POLICY
     assert "bad input" in err.message
 

@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 from wan_mcp.core.images import PreparedImage, prepare_image, sniff_video
 from wan_mcp.core.media import VideoInfo, poster_frame, probe_video
-from wan_mcp.core.urls import DownloadResult, UrlPolicy, decode_data_url, download_to
+from wan_mcp.core.urls import DownloadResult, UrlPolicy, download_to
 from wan_mcp.errors import ErrorCode, WanError
 
 __all__ = [
@@ -43,7 +43,6 @@ __all__ = [
     "PreparedImage",
     "UrlPolicy",
     "VideoInfo",
-    "decode_data_url",
     "download_to",
     "poster_frame",
     "prepare_image",
@@ -95,9 +94,7 @@ def _is_within(path: Path, root: Path) -> bool:
 class FileBoundary:
     """Confines reads to ``read_roots`` and writes to ``output_root``."""
 
-    def __init__(
-        self, read_roots: Sequence[Path], output_root: Path, *, restrict_dotdirs: bool = True
-    ) -> None:
+    def __init__(self, read_roots: Sequence[Path], output_root: Path, *, restrict_dotdirs: bool = True) -> None:
         seen: list[Path] = []
         for root in read_roots:
             real = Path(os.path.realpath(Path(root).expanduser()))
@@ -194,9 +191,7 @@ class FileBoundary:
         try:
             real = Path(os.path.realpath(lexical))
         except (OSError, ValueError) as exc:  # ELOOP under strict realpath on newer Pythons
-            raise self._refuse(
-                raw, field, f"the path cannot be resolved ({exc.__class__.__name__})"
-            ) from None
+            raise self._refuse(raw, field, f"the path cannot be resolved ({exc.__class__.__name__})") from None
         for tree in FORBIDDEN_TREES:
             if _is_within(real, tree) or _is_within(lexical, tree):
                 raise self._refuse(raw, field, f"system paths under {tree} are never readable")
@@ -229,9 +224,7 @@ class FileBoundary:
         checked = self.check(raw, field=field)
         return checked.path, self.read_checked(checked, field=field, max_bytes=max_bytes, raw=raw)
 
-    def read_checked(
-        self, checked: CheckedFile, *, field: str, max_bytes: int, raw: str | None = None
-    ) -> bytes:
+    def read_checked(self, checked: CheckedFile, *, field: str, max_bytes: int, raw: str | None = None) -> bytes:
         """Open what :meth:`check` approved and prove it is still the same file before reading."""
         shown = raw if raw is not None else str(checked.path)
         if checked.size > max_bytes:

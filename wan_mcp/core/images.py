@@ -247,8 +247,7 @@ def prepare_image(data: bytes, *, field: str = "image", max_bytes: int = 10 * 10
             work = work.resize((round(work.width * 0.8), round(work.height * 0.8)), Image.Resampling.LANCZOS)
             encoded = _encode(work, "JPEG", quality, icc_bytes)
             changes.append(
-                f"scaled down from {before[0]}x{before[1]} to {work.width}x{work.height} px "
-                f"to fit {max_bytes:,} bytes"
+                f"scaled down from {before[0]}x{before[1]} to {work.width}x{work.height} px to fit {max_bytes:,} bytes"
             )
         if len(encoded) > max_bytes:
             raise _invalid(

@@ -35,13 +35,15 @@ from pathlib import Path
 from typing import Any, Final, Literal, Protocol, TypeVar, cast, get_args
 
 import anyio
-import anyio.to_thread
 
+from wan_mcp.core import offload
 from wan_mcp.errors import ErrorCode, WanError
 
 __all__ = [
     "ACTIVE",
     "SCHEMA_VERSION",
+    "STATUSES",
+    "STATUS_ORDER",
     "TERMINAL",
     "UNSETTLED",
     "SqliteJournal",
@@ -55,7 +57,9 @@ __all__ = [
 TaskStatus = Literal["submitting", "unconfirmed", "rejected", "queued", "in_progress", "completed", "failed"]
 UploadKind = Literal["image", "video"]
 
-STATUSES: Final[frozenset[str]] = frozenset(get_args(TaskStatus))
+#: Every status, in lifecycle order (the one list: list_tasks' schema and errors use it).
+STATUS_ORDER: Final[tuple[str, ...]] = get_args(TaskStatus)
+STATUSES: Final[frozenset[str]] = frozenset(STATUS_ORDER)
 #: No further change is expected upstream; a row in one of these never leaves it.
 TERMINAL: Final[frozenset[str]] = frozenset({"completed", "failed", "rejected"})
 #: The POST outcome is not known yet: reconcile these by business id at start-up.
@@ -373,13 +377,13 @@ class SqliteJournal:
                     hint=_HINT_UNWRITABLE,
                 ) from exc
 
-        conn = await anyio.to_thread.run_sync(prepare)
+        conn = await offload.run_sync(prepare)
         return cls(conn, path, busy_timeout=busy_timeout, clock=clock)
 
     # --- plumbing -----------------------------------------------------------------
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await anyio.to_thread.run_sync(self._run, fn, limiter=self._limiter)
+        return await offload.run_sync(self._run, fn, limiter=self._limiter)
 
     async def _transaction(self, body: Callable[[sqlite3.Connection], T], *, durable: bool) -> T:
         """``body`` in one write transaction on the journal's thread (see :meth:`_write`)."""
@@ -846,7 +850,7 @@ class SqliteJournal:
                     finally:
                         conn.close()
 
-        await anyio.to_thread.run_sync(work, limiter=self._limiter)
+        await offload.run_sync(work, limiter=self._limiter)
 
     async def __aenter__(self) -> SqliteJournal:
         return self

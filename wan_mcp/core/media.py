@@ -129,8 +129,26 @@ def poster_frame(path: Path, *, max_side: int = 320, max_bytes: int = 24_000) ->
 
 
 _ISO_TOP_LEVEL = frozenset(
-    {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"uuid", b"meta", b"pdin", b"moof", b"mfra",
-     b"sidx", b"styp", b"pnot", b"prfl", b"emsg", b"prft", b"junk"}
+    {
+        b"ftyp",
+        b"moov",
+        b"mdat",
+        b"free",
+        b"skip",
+        b"wide",
+        b"uuid",
+        b"meta",
+        b"pdin",
+        b"moof",
+        b"mfra",
+        b"sidx",
+        b"styp",
+        b"pnot",
+        b"prfl",
+        b"emsg",
+        b"prft",
+        b"junk",
+    }
 )
 _EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 
@@ -179,4 +197,3 @@ def video_problem(path: Path) -> str | None:
     if not seen_moov:
         return "it has no moov index (incomplete MP4)"
     return None
-

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,6 +32,8 @@ import anyio
 import httpx2
 
 from wan_mcp.config import Settings
+from wan_mcp.core import offload
+from wan_mcp.core.arguments import Problem
 from wan_mcp.core.files import (
     FileBoundary,
     UrlPolicy,
@@ -41,12 +43,13 @@ from wan_mcp.core.files import (
     probe_video,
     sniff_video,
 )
-from wan_mcp.core.journal import TERMINAL, TaskJournal, TaskRecord, UploadRecord
+from wan_mcp.core.journal import STATUS_ORDER, TERMINAL, TaskJournal, TaskRecord, UploadRecord
 from wan_mcp.core.media import VideoInfo, video_problem
 from wan_mcp.core.request import (
     MediaSource,
     SourceKind,
     ValidatedRequest,
+    decode_data_url,
     parse_video_request,
     request_fingerprint,
 )
@@ -74,7 +77,6 @@ _DEFINITE_REJECTIONS = frozenset(
 _DESCRIBED_CACHE = 64
 #: How many settled status results (completed and saved, or failed) are answered from memory.
 _SETTLED_CACHE = 256
-_STATUSES = ("submitting", "unconfirmed", "rejected", "queued", "in_progress", "completed", "failed")
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,9 @@ def _lease_holder_gone(owner: str) -> bool:
 
 
 class VideoService:
+    #: generate_video's own arguments besides the request fields (taken out by the tool layer).
+    TOOL_ARGUMENTS = ("wait_seconds",)
+
     def __init__(
         self,
         *,
@@ -186,7 +191,8 @@ class VideoService:
     async def generate(
         self, args: Mapping[str, Any], *, wait_seconds: float, on_update: UpdateFn | None = None
     ) -> TaskView:
-        validated = parse_video_request(args)  # raises before any side effect
+        # Off the loop: an inline image is base64-decoded here (once), which takes ~100 ms for 10 MB.
+        validated = await offload.run_sync(partial(parse_video_request, args, tool_arguments=self.TOOL_ARGUMENTS))
         self._provider.check_ready()  # no key: say so before uploading or journaling anything
         image_url, reference_urls = await self._resolve_media(validated)
         payload = validated.to_payload(image_url=image_url, reference_urls=reference_urls)
@@ -194,9 +200,9 @@ class VideoService:
 
         duplicate = await self._journal.find_recent_duplicate(fingerprint, self._opts.dedupe_window_seconds)
         if duplicate is not None and duplicate.status not in ("failed", "rejected"):
-            view = TaskView.from_record(duplicate, include_sent=True)
+            view = self._view(duplicate, include_sent=True)
             view.deduplicated = True
-            return view
+            return self._explain(view)
 
         business_id = new_business_id()
         await self._journal.record_submission(
@@ -212,7 +218,7 @@ class VideoService:
             record = await self._submit(business_id, payload)
         if wait_seconds > 0:
             record = await self._tracker.wait(record, within=wait_seconds, on_update=on_update)
-        view = TaskView.from_record(record, include_sent=True)
+        view = self._view(record, include_sent=True)
         if record.status == "completed" and wait_seconds > 0:
             view = (await self._finish(record, download=True)).view
             view.sent = payload
@@ -262,7 +268,7 @@ class VideoService:
                 field=field,
                 hint="save the video to a file inside an allowed folder and pass its path",
             )
-        path, data = await anyio.to_thread.run_sync(
+        path, data = await offload.run_sync(
             partial(self._boundary.read_bytes, src.value, field=field, max_bytes=self._opts.max_video_upload_bytes)
         )
         mime = sniff_video(data)
@@ -308,11 +314,9 @@ class VideoService:
             src = MediaSource(kind=SourceKind.PATH, value=path, data=None, media_type=None)
             return await self._upload_image_source(src, field="path")
         assert data is not None
-        from wan_mcp.core.files import decode_data_url
-
         if not data.startswith("data:"):
             data = "data:image/*;base64," + data  # bare base64 is accepted here: the field says what it is
-        raw, media_type = decode_data_url(data, field="data")
+        raw, media_type = await offload.run_sync(_decode, data)
         return await self._upload_image_source(
             MediaSource(kind=SourceKind.DATA, value="data", data=raw, media_type=media_type), field="data"
         )
@@ -320,7 +324,7 @@ class VideoService:
     async def _upload_image_source(self, src: MediaSource, *, field: str) -> UploadView:
         self._provider.check_ready()
         if src.kind is SourceKind.PATH:
-            _, raw = await anyio.to_thread.run_sync(
+            _, raw = await offload.run_sync(
                 partial(
                     self._boundary.read_bytes,
                     src.value,
@@ -331,7 +335,7 @@ class VideoService:
         else:
             assert src.data is not None
             raw = src.data
-        prepared = await anyio.to_thread.run_sync(
+        prepared = await offload.run_sync(
             partial(prepare_image, raw, field=field, max_bytes=self._opts.max_image_bytes)
         )
         record = await self._cached_upload(prepared.sha256, "image")
@@ -401,7 +405,7 @@ class VideoService:
                 record = await self._tracker.refresh(record)
         if record.status == "completed":
             return await self._finish(record, download=download)
-        return StatusResult(self._explain(TaskView.from_record(record)))
+        return StatusResult(self._explain(self._view(record)))
 
     async def _lookup(self, task_id: str) -> TaskRecord:
         if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
@@ -466,13 +470,13 @@ class VideoService:
 
     async def _finish(self, record: TaskRecord, *, download: bool) -> StatusResult:
         poster: bytes | None = None
-        view = TaskView.from_record(record)
+        view = self._view(record)
         if download and record.local_path is None and record.video_url:
             record = await self._download(record)
-            view = TaskView.from_record(record)
+            view = self._view(record)
         if record.local_path:
             path = Path(record.local_path)
-            info, poster = await anyio.to_thread.run_sync(self._describe_file, path)
+            info, poster = await offload.run_sync(self._describe_file, path)
             if info is not None:
                 view.width, view.height = info.width, info.height
                 view.duration_seconds = round(info.duration, 2)
@@ -567,12 +571,12 @@ class VideoService:
     # --- list_tasks ------------------------------------------------------------------------
 
     async def list_tasks(self, *, status: str | None, limit: int) -> TaskList:
-        if status is not None and status not in _STATUSES:
+        if status is not None and status not in STATUS_ORDER:
             raise WanError(
                 ErrorCode.INVALID_REQUEST,
                 f"{status!r} is not a task status",
                 field="status",
-                allowed=list(_STATUSES),
+                allowed=list(STATUS_ORDER),
                 hint="omit status to list every task",
             )
         if not 1 <= limit <= 100:
@@ -584,18 +588,21 @@ class VideoService:
                 hint="use a limit between 1 and 100",
             )
         records = await self._journal.list(status=status, limit=limit)
-        return TaskList(tasks=[TaskView.from_record(r) for r in records])
+        return TaskList(tasks=[self._view(r).with_next() for r in records])
 
     async def task_view(self, task_id: str) -> TaskView | None:
         record = await self._journal.get(task_id)
-        return None if record is None else TaskView.from_record(record)
+        return None if record is None else self._view(record).with_next()
 
     # --- wording ------------------------------------------------------------------------------
 
+    def _view(self, record: TaskRecord, *, include_sent: bool = False) -> TaskView:
+        return TaskView.from_record(record, include_sent=include_sent, next_poll_seconds=self._tracker.advice(record))
+
     def _explain(self, view: TaskView) -> TaskView:
-        """Attach the next step to failures, classified (content policy vs other)."""
+        """Attach the next step: to failures classified (content policy vs other), else from the status."""
         if view.error is None or view.status not in ("failed", "rejected", "unconfirmed"):
-            return view
+            return view.with_next()
         code = classify_failure(view.error.code, view.error.message)
         hint = {
             ErrorCode.CONTENT_POLICY: "the prompt or image was refused by moderation: rephrase it (no real "
@@ -611,7 +618,15 @@ class VideoService:
             message=view.error.message,
             hint=hint,
         )
-        return view
+        return view.with_next()
+
+
+def _decode(data: str) -> tuple[bytes, str]:
+    """upload_image's ``data``, through the same decoder as generate_video's ``image``."""
+    try:
+        return decode_data_url(data, field="data")
+    except Problem as problem:
+        raise problem.error() from None
 
 
 def _ext(mime: str) -> str:
@@ -623,6 +638,3 @@ def _ext(mime: str) -> str:
         "video/quicktime": ".mov",
         "video/webm": ".webm",
     }.get(mime, "")
-
-
-ProgressFn = Callable[[float, float | None, str], Awaitable[None]]

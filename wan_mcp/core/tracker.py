@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -23,6 +22,8 @@ from types import TracebackType
 import anyio
 from anyio.abc import TaskGroup
 
+from wan_mcp.config import Settings
+from wan_mcp.core.clock import SYSTEM_CLOCK, Clock
 from wan_mcp.core.journal import TERMINAL, TaskJournal, TaskRecord
 from wan_mcp.errors import ErrorCode, WanError
 from wan_mcp.gateway.provider import VideoProvider
@@ -44,6 +45,17 @@ class PollTiming:
     min_refresh: float = 2.0  # a zero-wait status call reuses a poll younger than this
     progress_write: float = 5.0  # progress-only changes reach the journal at most this often
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PollTiming:
+        """The one place settings become timing (the agent's "next poll" advice reads it too)."""
+        return cls(
+            first_delay=settings.poll_first_seconds,
+            interval=settings.poll_interval_seconds,
+            max_interval=settings.poll_max_interval_seconds,
+            heartbeat=min(5.0, settings.poll_interval_seconds),
+            min_refresh=min(2.0, settings.poll_first_seconds),
+        )
+
 
 @dataclass
 class _Watch:
@@ -52,8 +64,8 @@ class _Watch:
     running: bool = False
     errors: int = 0
     retry_after: float | None = None
-    last_poll: float = 0.0  # monotonic
-    last_write: float = 0.0  # monotonic time of the last journal write by this watch
+    last_poll: float | None = None  # monotonic; None until the first poll
+    last_write: float = float("-inf")  # monotonic time of the last journal write by this watch
     fatal: WanError | None = None  # an error no amount of polling fixes (bad key, no balance)
     changed: anyio.Event = field(default_factory=anyio.Event)
 
@@ -70,7 +82,7 @@ class RateLimiter:
     a burst of polls trip the gateway's 429s.
     """
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self._spacing = 1.0 / rate
         self._clock = clock
         self._next = 0.0
@@ -82,10 +94,10 @@ class RateLimiter:
         # busy event loop wake a backlog of overdue callers together: with 1,000 live
         # tasks that burst to 1.2x the budget within a 2 s window (tests/integration/test_load.py).
         async with self._turn:
-            now = self._clock()
+            now = self._clock.monotonic()
             if self._next > now:
-                await anyio.sleep(self._next - now)
-                now = self._clock()
+                await self._clock.sleep(self._next - now)
+                now = self._clock.monotonic()
             self._next = max(now, self._next) + self._spacing
 
 
@@ -133,11 +145,13 @@ class TaskTracker:
         timing: PollTiming | None = None,
         rate_budget: float = 10.0,
         rng: random.Random | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._provider = provider
         self._journal = journal
         self._timing = timing or PollTiming()
-        self._limiter = RateLimiter(rate_budget)
+        self._clock = clock
+        self._limiter = RateLimiter(rate_budget, clock)
         self._rng = rng or random.Random()
         self._watches: dict[str, _Watch] = {}
         self._tg: TaskGroup | None = None
@@ -187,9 +201,7 @@ class TaskTracker:
 
     # --- waiting -------------------------------------------------------------------------
 
-    async def wait(
-        self, record: TaskRecord, *, within: float, on_update: UpdateFn | None = None
-    ) -> TaskRecord:
+    async def wait(self, record: TaskRecord, *, within: float, on_update: UpdateFn | None = None) -> TaskRecord:
         """Watch ``record`` until it is terminal or ``within`` seconds pass; return the latest record.
 
         Cancelling the caller only removes a waiter: the poller (and the upstream job)
@@ -201,7 +213,7 @@ class TaskTracker:
         watch.waiters += 1
         self._ensure_poller(watch)
         try:
-            with anyio.move_on_after(within):
+            with self._clock.move_on_after(within):
                 while True:
                     current = watch.record
                     if watch.fatal is not None:
@@ -211,7 +223,7 @@ class TaskTracker:
                     if current.status in TERMINAL or self._stopping:
                         break
                     event = watch.changed
-                    with anyio.move_on_after(self._timing.heartbeat) as idle:
+                    with self._clock.move_on_after(self._timing.heartbeat) as idle:
                         self._idle.add(idle)  # begin_shutdown() cancels only this idle sleep
                         try:
                             await event.wait()
@@ -226,13 +238,19 @@ class TaskTracker:
         if record.status in TERMINAL or record.task_id is None:
             return record
         watch = self._watch(record)
-        if time.monotonic() - watch.last_poll < self._timing.min_refresh:
+        if watch.last_poll is not None and self._clock.monotonic() - watch.last_poll < self._timing.min_refresh:
             return watch.record
         try:
             return await self._poll(watch)
         finally:
             if watch.record.status in TERMINAL and not watch.running and watch.waiters <= 0:
                 self._watches.pop(watch.record.task_id or watch.record.business_id, None)
+
+    def advice(self, record: TaskRecord) -> int:
+        """Seconds until the tracker's next upstream check of ``record`` (what agents are told)."""
+        t = self._timing
+        due = record.created_at + t.first_delay - self._clock.time()
+        return max(1, round(due if due > 0 else t.interval))
 
     def latest(self, task_id: str) -> TaskRecord | None:
         """The live record this process is tracking for ``task_id``, if any (no journal read)."""
@@ -263,10 +281,10 @@ class TaskTracker:
     def _next_delay(self, watch: _Watch) -> float:
         t = self._timing
         rec = watch.record
-        if watch.last_poll == 0.0:
+        if watch.last_poll is None:
             # First poll: the contract's initial wait counted from the submission, so a
             # task submitted long ago (e.g. before a restart) is polled at once.
-            base = max(0.0, rec.created_at + t.first_delay - time.time())
+            base = max(0.0, rec.created_at + t.first_delay - self._clock.time())
         else:
             # After the first poll, every ``interval`` whether queued or running: the contract's
             # "queued: re-query after 5-10 s" allows it, and re-polling a queued job at
@@ -282,7 +300,7 @@ class TaskTracker:
         key = watch.record.task_id or watch.record.business_id
         try:
             while watch.waiters > 0 and watch.record.status not in TERMINAL:
-                await anyio.sleep(self._next_delay(watch))
+                await self._clock.sleep(self._next_delay(watch))
                 if watch.waiters <= 0:
                     break
                 await self._limiter.acquire()
@@ -300,7 +318,7 @@ class TaskTracker:
     async def _poll(self, watch: _Watch) -> TaskRecord:
         record = watch.record
         lookup = record.task_id or record.business_id
-        watch.last_poll = time.monotonic()
+        watch.last_poll = self._clock.monotonic()
         self.upstream_polls += 1
         try:
             task = await self._provider.get_task(lookup)
@@ -326,11 +344,11 @@ class TaskTracker:
         watch.retry_after = None
         if _no_news(watch.record, task):
             return watch.record  # a repeated observation: the journal write would change nothing
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if _same_apart_from_progress(watch.record, task) and now - watch.last_write < self._timing.progress_write:
             # Only the percentage moved: tell waiters at once, write it to the journal at most
             # every ``progress_write`` seconds (a crash loses a percentage, never a state).
-            fresh = replace(watch.record, progress=task.progress, updated_at=time.time())
+            fresh = replace(watch.record, progress=task.progress, updated_at=self._clock.time())
             watch.publish(fresh)
             return fresh
         watch.last_write = now

@@ -12,8 +12,6 @@ then ``fsync`` + ``os.replace``: a result file either exists complete or not at 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import errno
 import hashlib
@@ -28,12 +26,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import anyio
-import anyio.to_thread
 import httpx2
 
+from wan_mcp.core import offload
 from wan_mcp.errors import ErrorCode, WanError
 
-__all__ = ["DownloadResult", "UrlPolicy", "decode_data_url", "display_url", "download_to"]
+__all__ = ["DownloadResult", "UrlPolicy", "display_url", "download_to"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -219,9 +217,7 @@ class UrlPolicy:
             raise self._blocked(url, field, f"it is not a valid URL ({exc})") from None
         scheme = parsed.scheme.lower()
         if scheme not in ("http", "https"):
-            raise self._blocked(
-                url, field, f"only http:// and https:// URLs are fetched, not {scheme or '?'}:"
-            )
+            raise self._blocked(url, field, f"only http:// and https:// URLs are fetched, not {scheme or '?'}:")
         if parsed.userinfo:
             raise self._blocked(url, field, "URLs with a user name or password are refused")
         try:
@@ -239,9 +235,7 @@ class UrlPolicy:
         elif bare == "localhost" or bare.endswith(".localhost"):  # RFC 6761: always loopback
             addresses = {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
         else:
-            addresses = await self._lookup(
-                url, host, parsed.port or (443 if scheme == "https" else 80), field
-            )
+            addresses = await self._lookup(url, host, parsed.port or (443 if scheme == "https" else 80), field)
         for addr in sorted(addresses, key=str):
             if not self.address_allowed(addr):
                 shown = "a cloud metadata address" if _is_metadata(addr) else "a private address"
@@ -255,9 +249,7 @@ class UrlPolicy:
             with anyio.fail_after(_RESOLVE_TIMEOUT):
                 infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except TimeoutError:
-            raise self._blocked(
-                url, field, f"resolving {host} took too long, so it cannot be checked"
-            ) from None
+            raise self._blocked(url, field, f"resolving {host} took too long, so it cannot be checked") from None
         except (OSError, UnicodeError) as exc:
             raise self._blocked(url, field, f"the host {host} could not be resolved ({exc})") from None
         addresses: set[IPAddress] = set()
@@ -286,9 +278,7 @@ class DownloadResult:
 _RETRY_HINT = "the URL stays valid until expires_at; call get_task_status again to retry the download"
 
 
-def _failed(
-    url: str, why: str, *, hint: str = _RETRY_HINT, code: ErrorCode = ErrorCode.DOWNLOAD_FAILED
-) -> WanError:
+def _failed(url: str, why: str, *, hint: str = _RETRY_HINT, code: ErrorCode = ErrorCode.DOWNLOAD_FAILED) -> WanError:
     return WanError(code, f"downloading {display_url(url)} failed: {why}", hint=hint)
 
 
@@ -346,7 +336,7 @@ class _PartFile:
 
     async def open(self) -> None:
         self.opened = True
-        await self._io(lambda: anyio.to_thread.run_sync(self._open))
+        await self._io(lambda: offload.run_sync(self._open))
 
     def _write_all(self, data: bytes) -> None:
         assert self.fd is not None
@@ -366,7 +356,7 @@ class _PartFile:
             data = b"".join(self._buffer)
             self._buffer.clear()
             self._buffered = 0
-            await self._io(lambda: anyio.to_thread.run_sync(self._write_all, data))
+            await self._io(lambda: offload.run_sync(self._write_all, data))
 
     def _commit(self) -> None:
         assert self.fd is not None
@@ -384,7 +374,7 @@ class _PartFile:
 
     async def commit(self) -> None:
         await self.flush()
-        await self._io(lambda: anyio.to_thread.run_sync(self._commit))
+        await self._io(lambda: offload.run_sync(self._commit))
         self.committed = True
 
     def discard(self) -> None:
@@ -483,12 +473,7 @@ async def _download(
         response = await http.send(request, stream=True, follow_redirects=False, auth=None)
         try:
             peer = _peer_address(response)
-            if (
-                peer is not None
-                and approved
-                and not policy.address_allowed(peer)
-                and not _uses_proxy(request.url)
-            ):
+            if peer is not None and approved and not policy.address_allowed(peer) and not _uses_proxy(request.url):
                 raise _failed(
                     url,
                     f"the connection went to the private address {peer}",
@@ -558,7 +543,7 @@ async def _stream_body(
         raise _failed(url, f"the connection ended after {size:,} of {length:,} bytes")
     if verify is not None:
         await part.flush()
-        problem = await anyio.to_thread.run_sync(verify, part.part)
+        problem = await offload.run_sync(verify, part.part)
         if problem is not None:
             raise _failed(url, f"the file host sent an unusable file: {problem}")
     await part.commit()
@@ -568,74 +553,3 @@ async def _stream_body(
         size_bytes=size,
         content_type=response.headers.get("content-type"),
     )
-
-
-# --- data: URLs -------------------------------------------------------------------------------
-
-_WHITESPACE = re.compile(rb"[ \t\r\n]+")
-
-
-def decode_data_url(
-    value: str, *, field: str, allowed_prefix: str = "image/", max_bytes: int | None = None
-) -> tuple[bytes, str]:
-    """Decode a ``data:<type>;base64,<payload>`` URL strictly; the type is only a claim.
-
-    Callers must still sniff the bytes (``prepare_image`` does): the declared type only
-    routes the request and lets us give a clear error early.
-    """
-    hint = f"pass a file path or a URL instead, or a data URL like 'data:{allowed_prefix}png;base64,...'"
-    if not isinstance(value, str) or not value[:5].lower() == "data:":
-        raise WanError(ErrorCode.INVALID_FILE, "the value is not a data: URL", field=field, hint=hint)
-    header, sep, payload = value[5:].partition(",")
-    if not sep:
-        raise WanError(
-            ErrorCode.INVALID_FILE, "the data URL has no ',' before its payload", field=field, hint=hint
-        )
-    params = [p.strip() for p in header.split(";")]
-    media_type = params[0].lower()
-    if "base64" not in (p.lower() for p in params[1:]):
-        raise WanError(
-            ErrorCode.INVALID_FILE,
-            "only base64 data URLs are accepted (';base64,' is missing)",
-            field=field,
-            hint=hint,
-        )
-    if not media_type.startswith(allowed_prefix) or "/" not in media_type:
-        raise WanError(
-            ErrorCode.INVALID_FILE,
-            f"the data URL declares {media_type or 'no type'!r}, expected {allowed_prefix}*",
-            field=field,
-            hint=hint,
-        )
-    try:
-        raw = _WHITESPACE.sub(b"", payload.encode("ascii"))
-    except UnicodeEncodeError:
-        raise WanError(
-            ErrorCode.INVALID_FILE, "the base64 payload contains non-ASCII characters", field=field, hint=hint
-        ) from None
-    if max_bytes is not None and len(raw) // 4 * 3 > max_bytes + 3:
-        raise WanError(
-            ErrorCode.INVALID_FILE,
-            f"the data URL holds about {len(raw) // 4 * 3:,} bytes, over the {max_bytes:,}-byte limit",
-            field=field,
-            hint="use a smaller image, or pass a file path instead",
-        )
-    try:
-        data = base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        raise WanError(
-            ErrorCode.INVALID_FILE,
-            "the base64 payload is malformed (wrong characters or padding)",
-            field=field,
-            hint="re-encode the file with standard base64 (A-Z a-z 0-9 + / =)",
-        ) from None
-    if not data:
-        raise WanError(ErrorCode.INVALID_FILE, "the data URL is empty", field=field, hint=hint)
-    if max_bytes is not None and len(data) > max_bytes:
-        raise WanError(
-            ErrorCode.INVALID_FILE,
-            f"the data URL holds {len(data):,} bytes, over the {max_bytes:,}-byte limit",
-            field=field,
-            hint="use a smaller image",
-        )
-    return data, media_type

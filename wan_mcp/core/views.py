@@ -14,8 +14,10 @@ from pydantic import BaseModel, ConfigDict
 
 from wan_mcp.core.journal import TERMINAL, TaskRecord
 
-#: What the contract advises between polls, by status (seconds).
-NEXT_POLL = {"submitting": 5, "unconfirmed": 10, "queued": 5, "in_progress": 10}
+#: How long the agent is told to wait before asking again when no tracker timing is given.
+#: The service always passes the tracker's real timing (``PollTiming.advice``); this only
+#: serves views built without one (the ``task://`` resource, list_tasks rows).
+DEFAULT_NEXT_POLL_SECONDS = 10
 
 
 def iso(ts: float | None) -> str | None:
@@ -52,9 +54,14 @@ class TaskView(BaseModel):
     error: ErrorInfo | None = None
     sent: dict[str, Any] | None = None
     deduplicated: bool | None = None
+    #: The one step the agent should take next (hosts such as Claude Code and Codex show the
+    #: model only the structured content, never the text block).
+    next: str | None = None
 
     @classmethod
-    def from_record(cls, rec: TaskRecord, *, include_sent: bool = False) -> TaskView:
+    def from_record(
+        cls, rec: TaskRecord, *, include_sent: bool = False, next_poll_seconds: int | None = None
+    ) -> TaskView:
         error = None
         if rec.error_code or rec.error_message:
             error = ErrorInfo(code=rec.error_code or "error", message=rec.error_message or "")
@@ -64,7 +71,9 @@ class TaskView(BaseModel):
             mode=rec.mode or None,
             model=rec.model or None,
             progress=rec.progress,
-            next_poll_seconds=None if rec.status in TERMINAL else NEXT_POLL.get(rec.status, 10),
+            next_poll_seconds=None
+            if rec.status in TERMINAL
+            else (next_poll_seconds if next_poll_seconds is not None else DEFAULT_NEXT_POLL_SECONDS),
             created_at=iso(rec.created_at),
             video_url=rec.video_url,
             url_expires_at=iso(rec.expires_at) if rec.expires_at else None,
@@ -74,6 +83,22 @@ class TaskView(BaseModel):
             error=error,
             sent=rec.payload if include_sent else None,
         )
+
+    def with_next(self) -> TaskView:
+        """Fill :attr:`next` from the status (call it once the view is final)."""
+        if self.status == "completed":
+            if self.local_path:
+                self.next = f"done: the MP4 is at local_path ({self.local_path}); show it to the user"
+            else:
+                self.next = f"call get_task_status(task_id='{self.task_id}') to download the MP4, or use video_url"
+        elif self.error is not None and self.error.hint:
+            self.next = self.error.hint
+        elif self.next_poll_seconds is not None:
+            self.next = (
+                f"call get_task_status(task_id='{self.task_id}', wait_seconds=30); "
+                f"next upstream check in ~{self.next_poll_seconds}s"
+            )
+        return self
 
     def summary(self) -> str:
         """One line an agent (or a person) reads first."""
@@ -117,6 +142,7 @@ class UploadView(BaseModel):
     size_bytes: int
     changes: list[str] = []
     cached: bool = False
+    next: str = "pass url as generate_video(image=...) for image-to-video"
 
     def summary(self) -> str:
         text = f"Uploaded image ({self.width}x{self.height}, {self.mime_type}, {self.size_bytes} bytes): {self.url}"
@@ -130,6 +156,7 @@ class UploadView(BaseModel):
 class TaskList(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tasks: list[TaskView]
+    next: str = "call get_task_status(task_id=...) for one task's details and its video"
 
     def summary(self) -> str:
         if not self.tasks:

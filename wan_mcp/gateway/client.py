@@ -74,9 +74,7 @@ Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 
 
-def make_http_client(
-    settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None
-) -> httpx2.AsyncClient:
+def make_http_client(settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None) -> httpx2.AsyncClient:
     """The one HTTP client of the process (gateway calls *and* result downloads).
 
     Deliberately without an ``Authorization`` header: downloads go to third-party file
@@ -119,9 +117,7 @@ class LazyTransport(httpx2.AsyncBaseTransport):
                 self._building = anyio.Lock()
             async with self._building:
                 if self._inner is None:
-                    self._inner = await anyio.to_thread.run_sync(
-                        lambda: httpx2.AsyncHTTPTransport(limits=self._limits)
-                    )
+                    self._inner = await anyio.to_thread.run_sync(lambda: httpx2.AsyncHTTPTransport(limits=self._limits))
         return self._inner
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -278,9 +274,7 @@ class GatewayClient:
             raise ValueError("client_business_id is required: it is how an ambiguous create is reconciled")
         body = {**payload, "client_business_id": client_business_id}
         try:
-            task = await self._call(
-                "create", "POST", CREATE_PATH, parse_task, json_body=body, retry_ambiguous=False
-            )
+            task = await self._call("create", "POST", CREATE_PATH, parse_task, json_body=body, retry_ambiguous=False)
         except _Unconfirmed as unconfirmed:
             return await self._reconcile(client_business_id, unconfirmed.error)
         return self._with_business_id(task, client_business_id)
@@ -325,9 +319,7 @@ class GatewayClient:
         """
         policy = self._retry
         started = self._clock()
-        what = (
-            f"the create request for client business id {business_id!r} failed ambiguously ({cause.message})"
-        )
+        what = f"the create request for client business id {business_id!r} failed ambiguously ({cause.message})"
         logger.info("gateway create ambiguous (%s); reconciling by business id", cause.code.value)
         for check in range(policy.reconcile_checks):
             if check:
@@ -425,9 +417,7 @@ class GatewayClient:
             await self._sleep(delay)
 
     @staticmethod
-    def _exhausted(
-        error: WanError, kind: _Kind, attempts: int, elapsed: float, why: str | None = None
-    ) -> WanError:
+    def _exhausted(error: WanError, kind: _Kind, attempts: int, elapsed: float, why: str | None = None) -> WanError:
         suffix = f"gave up after {attempts} attempt{'s' if attempts > 1 else ''} in {elapsed:.1f}s"
         if why:
             suffix += f": {why}"
@@ -484,9 +474,7 @@ class GatewayClient:
             except WanError as err:
                 # A garbled success may still mean the gateway acted (create) or be a
                 # transient proxy hiccup (reads); a well-formed refusal is final.
-                raise _AttemptFailed(
-                    err, _Kind.AMBIGUOUS if err.code is ErrorCode.PROTOCOL else _Kind.FINAL
-                ) from None
+                raise _AttemptFailed(err, _Kind.AMBIGUOUS if err.code is ErrorCode.PROTOCOL else _Kind.FINAL) from None
 
         try:
             body: object = decode_json(response.content) if response.content else None

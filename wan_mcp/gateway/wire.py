@@ -50,7 +50,7 @@ _AUTH_HINT = (
     "check WAN_MCP_API_KEY (a ToAPIs key, sk-...) and the region: keys from toapis.cn only work "
     "with base_url https://toapis.cn, keys from toapis.com only with https://toapis.com"
 )
-_PAYMENT_HINT = "top up the ToAPIs account (get_balance shows what is left), then submit again"
+_PAYMENT_HINT = "top up the ToAPIs account (`wan-mcp doctor` shows the balance), then submit again"
 
 
 class TaskState(StrEnum):
@@ -117,7 +117,7 @@ class GatewayTask:
         if code is ErrorCode.CONTENT_POLICY:
             hint = "rephrase the prompt (or use another image) so it stays within the content policy"
         elif self.error_code == NO_RESULT_URL:
-            hint = "submit the same request again; check get_balance in case the failed attempt was billed"
+            hint = "submit the same request again; `wan-mcp doctor` shows the balance, in case that attempt was billed"
         else:
             hint = "submit the request again; if it keeps failing, simplify the prompt or change the inputs"
         return WanError(code, f"the video task failed upstream: {reason}", hint=hint, task_id=self.id)

@@ -10,26 +10,25 @@ becomes ``ToolError`` (the only exception whose text reaches the model).
 from __future__ import annotations
 
 import base64
-import json
+import functools
 import math
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp.types import CallToolResult, ImageContent, ResourceLink, TextContent, ToolAnnotations
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from wan_mcp.config import Settings
-from wan_mcp.core.journal import TaskRecord
+from wan_mcp.core.arguments import Problem, ToolArguments
+from wan_mcp.core.journal import STATUS_ORDER, TaskRecord
 from wan_mcp.core.request import video_request_schema
 from wan_mcp.core.service import VideoService
 from wan_mcp.core.views import TaskList, TaskView, UploadView
-from wan_mcp.errors import ErrorCode, WanError
+from wan_mcp.errors import WanError
+from wan_mcp.server.registration import ToolFn, make_tool
 from wan_mcp.server.schemas import output_schema
 
 
@@ -39,15 +38,6 @@ class AppState:
 
     service: VideoService
     settings: Settings
-
-
-class _RawArguments(ArgModelBase):
-    """Accepts any argument object and hands it over whole, so validation is ours."""
-
-    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
-
-    def model_dump_one_level(self) -> dict[str, Any]:
-        return {"arguments": dict(self.model_extra or {})}
 
 
 def _state(ctx: Context[Any, Any]) -> AppState:
@@ -83,38 +73,11 @@ class ProgressReporter:
         await self._ctx.report_progress(round(value, 2), 100.0, f"task {record.id}: {phase} ({shown})")
 
 
-def _arg(args: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any) -> Any:
-    value = args.pop(name, default)
-    if value is None or value is default:
-        return value
-    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise WanError(
-            ErrorCode.INVALID_REQUEST,
-            f"{value!r} is not a {expected}",
-            field=name,
-            hint=f"pass {name} as a JSON {expected}",
-        )
-    return value
-
-
-def _no_extra(args: dict[str, Any], known: list[str]) -> None:
-    if args:
-        extra = sorted(args)[0]
-        raise WanError(
-            ErrorCode.INVALID_REQUEST,
-            f"unknown argument '{extra}'",
-            field=extra,
-            allowed=known,
-            hint="remove it; use only the listed arguments",
-        )
-
-
-def _wait(service: VideoService, args: dict[str, Any], default: float) -> float:
-    value = _arg(args, "wait_seconds", (int, float), None)
+def _wait(service: VideoService, args: ToolArguments) -> float:
+    value = args.take("wait_seconds", "number", None, example="30")
     if value is not None and not math.isfinite(value):
         value = -1
-    return service.clamp_wait(value, default)
+    return service.clamp_wait(value, 0.0)
 
 
 def _result(text: str, view: BaseModel, extra: list[Any] | None = None) -> CallToolResult:
@@ -124,44 +87,59 @@ def _result(text: str, view: BaseModel, extra: list[Any] | None = None) -> CallT
     )
 
 
-def _tool_error(err: WanError) -> ToolError:
-    return ToolError(err.render())
+def error_result(err: WanError) -> CallToolResult:
+    """An error the agent can act on, in the text AND the structured content.
+
+    Some hosts (Claude Code, Codex) show the model only ``structuredContent`` when present, so
+    the field, the allowed values, the task id and the next step are mirrored there.
+    """
+    error = err.to_dict()
+    return CallToolResult(
+        content=[TextContent(type="text", text=err.render())],
+        structured_content={"error": error, "next": err.hint or "fix the call as the message says"},
+        is_error=True,
+    )
+
+
+def speaks_wan_errors(fn: ToolFn) -> ToolFn:
+    """The one ``WanError`` -> error result translation, shared by the four tools."""
+
+    @functools.wraps(fn)
+    async def wrapper(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
+        try:
+            return await fn(arguments, ctx)
+        except WanError as err:
+            return error_result(err)
+
+    return wrapper
 
 
 # --- the tools ---------------------------------------------------------------------------
 
 
+@speaks_wan_errors
 async def generate_video(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
     state = _state(ctx)
-    try:
-        args = dict(arguments)
-        wait = _wait(state.service, args, 0.0)
-        view = await state.service.generate(args, wait_seconds=wait, on_update=ProgressReporter(ctx).update)
-    except WanError as err:
-        raise _tool_error(err) from None
+    args = ToolArguments("generate_video", arguments, VideoService.TOOL_ARGUMENTS)
+    wait = _wait(state.service, args)
+    args.finish(rest_is_checked=True)  # the request fields are parse_video_request's to check
+    view = await state.service.generate(args.rest(), wait_seconds=wait, on_update=ProgressReporter(ctx).update)
     return _result(view.summary(), view, _file_links(view))
 
 
+@speaks_wan_errors
 async def get_task_status(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
     state = _state(ctx)
-    try:
-        args = dict(arguments)
-        task_id = _arg(args, "task_id", str, None)
-        if task_id is None:
-            raise WanError(
-                ErrorCode.INVALID_REQUEST,
-                "task_id is required",
-                field="task_id",
-                hint="pass the task_id from generate_video, or call list_tasks to find it",
-            )
-        wait = _wait(state.service, args, 0.0)
-        download = _arg(args, "download", bool, True)
-        _no_extra(args, ["task_id", "wait_seconds", "download"])
-        result = await state.service.status(
-            task_id, wait_seconds=wait, download=bool(download), on_update=ProgressReporter(ctx).update
-        )
-    except WanError as err:
-        raise _tool_error(err) from None
+    args = ToolArguments("get_task_status", arguments, ("task_id", "wait_seconds", "download"))
+    task_id = args.take("task_id", "string")
+    wait = _wait(state.service, args)
+    download = args.take("download", "boolean", True)
+    if task_id is None:
+        args.add(Problem("task_id", "task_id is required", "pass the task_id from generate_video, or call list_tasks"))
+    args.finish()
+    result = await state.service.status(
+        task_id, wait_seconds=wait, download=bool(download), on_update=ProgressReporter(ctx).update
+    )
     extra = _file_links(result.view)
     if result.poster_jpeg:
         extra.append(
@@ -170,29 +148,25 @@ async def get_task_status(arguments: dict[str, Any], ctx: Context[Any, Any]) -> 
     return _result(result.view.summary(), result.view, extra)
 
 
+@speaks_wan_errors
 async def upload_image(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
     state = _state(ctx)
-    try:
-        args = dict(arguments)
-        path = _arg(args, "path", str, None)
-        data = _arg(args, "data", str, None)
-        _no_extra(args, ["path", "data"])
-        view = await state.service.upload_image(path=path, data=data)
-    except WanError as err:
-        raise _tool_error(err) from None
+    args = ToolArguments("upload_image", arguments, ("path", "data"))
+    path = args.take("path", "string")
+    data = args.take("data", "string")
+    args.finish()
+    view = await state.service.upload_image(path=path, data=data)
     return _result(view.summary(), view)
 
 
+@speaks_wan_errors
 async def list_tasks(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
     state = _state(ctx)
-    try:
-        args = dict(arguments)
-        status = _arg(args, "status", str, None)
-        limit = _arg(args, "limit", int, 20)
-        _no_extra(args, ["status", "limit"])
-        view = await state.service.list_tasks(status=status, limit=int(limit))
-    except WanError as err:
-        raise _tool_error(err) from None
+    args = ToolArguments("list_tasks", arguments, ("status", "limit"))
+    status = args.take("status", "string")
+    limit = args.take("limit", "integer", 20, example="20")
+    args.finish()
+    view = await state.service.list_tasks(status=status, limit=int(limit))
     return _result(view.summary(), view)
 
 
@@ -240,10 +214,6 @@ DESCRIPTIONS = {
     "list_tasks": "Recent tasks from the local journal, newest first (find a lost task_id here).",
 }
 
-_TOOLS: list[
-    tuple[Callable[..., Awaitable[CallToolResult]], str, dict[str, Any], type[BaseModel], ToolAnnotations]
-] = []
-
 
 def input_schemas(max_wait: float) -> dict[str, dict[str, Any]]:
     wait = {**_WAIT, "maximum": max_wait}
@@ -274,15 +244,7 @@ def input_schemas(max_wait: float) -> dict[str, dict[str, Any]]:
             "properties": {
                 "status": {
                     "type": "string",
-                    "enum": [
-                        "submitting",
-                        "unconfirmed",
-                        "rejected",
-                        "queued",
-                        "in_progress",
-                        "completed",
-                        "failed",
-                    ],
+                    "enum": list(STATUS_ORDER),
                 },
                 "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
             },
@@ -291,20 +253,33 @@ def input_schemas(max_wait: float) -> dict[str, dict[str, Any]]:
     }
 
 
-_TASK_FIELDS = ("task_id", "status", "mode", "progress", "next_poll_seconds", "local_path", "video_url",
-                "url_expires_at", "error")
+_TASK_FIELDS = (
+    "task_id",
+    "status",
+    "mode",
+    "progress",
+    "next_poll_seconds",
+    "local_path",
+    "video_url",
+    "url_expires_at",
+    "error",
+    "next",
+)
 _OUTPUT_SCHEMAS: dict[str, dict[str, Any]] = {
     "generate_video": output_schema(TaskView, _TASK_FIELDS),
     "get_task_status": output_schema(TaskView, _TASK_FIELDS),
-    "upload_image": output_schema(UploadView, ("url", "sha256", "width", "height", "changes", "cached")),
-    "list_tasks": {"type": "object", "properties": {"tasks": {"type": "array", "items": {"type": "object"}}},
-                   "required": ["tasks"]},
+    "upload_image": output_schema(UploadView, ("url", "sha256", "width", "height", "changes", "cached", "next")),
+    "list_tasks": {
+        "type": "object",
+        "properties": {"tasks": {"type": "array", "items": {"type": "object"}}, "next": {"type": "string"}},
+        "required": ["tasks"],
+    },
 }
 
 
 def build_tools(settings: Settings) -> list[Tool]:
     schemas = input_schemas(settings.max_wait_seconds)
-    specs: list[tuple[Callable[..., Awaitable[CallToolResult]], str, type[BaseModel], ToolAnnotations]] = [
+    specs: list[tuple[ToolFn, str, type[BaseModel], ToolAnnotations]] = [
         (
             generate_video,
             "Generate video",
@@ -330,36 +305,16 @@ def build_tools(settings: Settings) -> list[Tool]:
             ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
         ),
     ]
-    tools = []
-    for fn, title, out_model, hints in specs:
-        name = fn.__name__
-        tool = Tool.from_function(
+    return [
+        make_tool(
             fn,
-            name=name,
+            name=fn.__name__,
             title=title,
-            description=DESCRIPTIONS[name],
+            description=DESCRIPTIONS[fn.__name__],
             annotations=hints,
-            structured_output=False,
+            input_schema=schemas[fn.__name__],
+            output_schema=_OUTPUT_SCHEMAS[fn.__name__],
+            output_model=out_model,
         )
-        tool.fn_metadata.arg_model = _RawArguments
-        tool.fn_metadata.output_model = out_model
-        tool.fn_metadata.output_schema = _OUTPUT_SCHEMAS[name]
-        tool.parameters = schemas[name]
-        tools.append(tool)
-    return tools
-
-
-def tools_list_size(tools: list[Tool]) -> int:
-    """Bytes of the tools/list payload these tools produce (for the context budget test)."""
-    payload = [
-        {
-            "name": t.name,
-            "title": t.title,
-            "description": t.description,
-            "inputSchema": t.parameters,
-            "outputSchema": t.output_schema,
-            "annotations": t.annotations.model_dump(by_alias=True, exclude_none=True) if t.annotations else None,
-        }
-        for t in tools
+        for fn, title, out_model, hints in specs
     ]
-    return len(json.dumps(payload, separators=(",", ":")))

@@ -36,7 +36,8 @@ from starlette.responses import JSONResponse
 
 from wan_mcp.config import Settings
 from wan_mcp.errors import ErrorCode, WanError
-from wan_mcp.server.app import Lifecycle, build_server, quiet_third_party_loggers
+from wan_mcp.server.app import build_server, quiet_third_party_loggers
+from wan_mcp.server.lifecycle import Lifecycle
 
 log = logging.getLogger("wan_mcp.transports")
 

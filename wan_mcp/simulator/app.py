@@ -15,7 +15,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -30,9 +29,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message
 
 from wan_mcp.simulator.connection import ConnectionRegistry
-from wan_mcp.simulator.engine import Engine, SimError, Task
+from wan_mcp.simulator.engine import Engine, SimError
 from wan_mcp.simulator.middleware import BALANCE_PATHS, FaultMiddleware
-from wan_mcp.simulator.render import render_mp4
 from wan_mcp.simulator.uploads import (
     IMAGE_MAX_BYTES,
     IMAGE_TOO_LARGE,
@@ -130,40 +128,8 @@ def _is_loopback(request: Request) -> bool:
     return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
-class _VideoCache:
-    """Render each task's MP4 once, off the event loop, however many downloads race for it."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._locks: dict[str, anyio.Lock] = {}
-
-    async def get(self, task: Task) -> bytes:
-        if task.video is not None:
-            return task.video
-        lock = self._locks.setdefault(task.id, anyio.Lock())
-        async with lock:
-            if task.video is None:
-                spec = self._engine.render_spec(task)
-                started = time.perf_counter()
-                task.video = await anyio.to_thread.run_sync(render_mp4, spec)
-                logger.info(
-                    "rendered %s (%s %dx%d %ds audio=%s) in %.2fs, %d bytes",
-                    task.id,
-                    spec.mode,
-                    spec.width,
-                    spec.height,
-                    spec.duration,
-                    spec.audio,
-                    time.perf_counter() - started,
-                    len(task.video),
-                )
-        self._locks.pop(task.id, None)
-        return task.video
-
-
 def build_app(engine: Engine, connections: ConnectionRegistry | None = None) -> ASGIApp:
     """The complete ASGI app: routes, error envelopes and the fault/log middleware around them."""
-    videos = _VideoCache(engine)
 
     # --- gateway routes -------------------------------------------------------------------------
 
@@ -228,7 +194,7 @@ def build_app(engine: Engine, connections: ConnectionRegistry | None = None) -> 
 
     async def video_file(request: Request) -> Response:
         task = engine.video_task(request.path_params["name"])
-        data = await videos.get(task)
+        data = task.video if task.video is not None else await anyio.to_thread.run_sync(engine.render_video, task)
         return Response(data, media_type="video/mp4", headers={"cache-control": "private, max-age=86400"})
 
     # --- control plane --------------------------------------------------------------------------

@@ -25,7 +25,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import logging
 import random
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -36,9 +38,11 @@ from urllib.parse import unquote, urlsplit
 from PIL import Image
 
 from wan_mcp.simulator.faults import Fault, FaultSchedule, make_fault
-from wan_mcp.simulator.render import RenderSpec
+from wan_mcp.simulator.render import RenderSpec, render_mp4
 from wan_mcp.simulator.uploads import EXTENSIONS, Upload, UploadStore
 from wan_mcp.simulator.validation import FRAME_SIZES, GenerationRequest, closest_aspect_ratio, validate_create
+
+logger = logging.getLogger("wan_mcp.simulator.app")
 
 QUEUED_FRACTION: Final = 0.2
 CONTENT_POLICY_MESSAGE: Final = "Generation failed: Content violates the content policy"
@@ -126,6 +130,7 @@ class RequestLogEntry:
     status: int
     endpoint: str
     fault: str | None = None
+    at: float = field(default=0.0, compare=False)  # engine clock at arrival (virtual in timing tests)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -134,6 +139,7 @@ class RequestLogEntry:
             "status": self.status,
             "endpoint": self.endpoint,
             "fault": self.fault,
+            "at": self.at,
         }
 
 
@@ -146,9 +152,10 @@ class LogRecord:
     endpoint: str
     status: int = 0
     fault: str | None = None
+    at: float = 0.0
 
     def freeze(self) -> RequestLogEntry:
-        return RequestLogEntry(self.method, self.path, self.status, self.endpoint, self.fault)
+        return RequestLogEntry(self.method, self.path, self.status, self.endpoint, self.fault, self.at)
 
 
 @dataclass
@@ -190,13 +197,14 @@ class Engine:
             {"job_seconds": job_seconds, "balance": balance, "url_ttl_seconds": url_ttl_seconds}
         )
         self._initial_config = copy.copy(self._config)
-        self._rng = random.Random(f"ids:{seed}")
+        self._rng = random.Random(f"seeds:{seed}")  # the seeds of tasks that give none
         self._faults = FaultSchedule(seed)
         self._clock = clock
         self._wall_clock = wall_clock
         self._tasks: dict[str, Task] = {}
         self._business_ids: dict[tuple[str, str], str] = {}
         self._log: list[LogRecord] = []
+        self._render_locks: dict[str, threading.Lock] = {}
         self.uploads = UploadStore()
         self.base_url: str | None = None  # set by the harness once the port is known
         self.closing = threading.Event()  # set on shutdown: stalls and delays end early
@@ -241,7 +249,7 @@ class Engine:
     # --- request log ------------------------------------------------------------------------------
 
     def log_request(self, method: str, path: str, endpoint: str) -> LogRecord:
-        record = LogRecord(method, path, endpoint)
+        record = LogRecord(method, path, endpoint, at=self._clock())
         with self._lock:
             self._log.append(record)
         return record
@@ -324,6 +332,47 @@ class Engine:
             if request.client_business_id is not None:
                 self._business_ids[(owner, request.client_business_id)] = task.id
             return task, True
+
+    def render_video(self, task: Task) -> bytes:
+        """The task's MP4, rendered once however many callers race for it. Blocking (PyAV).
+
+        The HTTP route calls it from a worker thread; a test may call it ahead of a download
+        (``SimulatorServer.prerender``) so that no download waits on a render.
+        """
+        with self._lock:
+            lock = self._render_locks.setdefault(task.id, threading.Lock())
+        with lock:
+            if task.video is None:
+                spec = self.render_spec(task)
+                started = time.perf_counter()
+                task.video = render_mp4(spec)
+                logger.info(
+                    "rendered %s (%s %dx%d %ds audio=%s) in %.2fs, %d bytes",
+                    task.id,
+                    spec.mode,
+                    spec.width,
+                    spec.height,
+                    spec.duration,
+                    spec.audio,
+                    time.perf_counter() - started,
+                    len(task.video),
+                )
+        with self._lock:
+            self._render_locks.pop(task.id, None)
+        return task.video
+
+    def finish_tasks_now(self) -> int:
+        """Let every task's job end now (a test's fast-forward); returns how many were still running.
+
+        Lets a test hold a job "running" for as long as it needs (a long ``job_seconds``), then
+        see it complete without waiting, so no outcome depends on how fast the machine is.
+        """
+        with self._lock:
+            now = self._clock()
+            running = [t for t in self._tasks.values() if now - t.created_mono < t.job_seconds]
+            for task in running:
+                task.created_mono = now - task.job_seconds
+            return len(running)
 
     def clear_tasks(self) -> None:
         """Forget every task (and its rendered video); ids keep advancing, so none is ever reused."""
@@ -478,7 +527,7 @@ class Engine:
 
     def add_upload(self, kind: str, data: bytes, mime_type: str) -> Upload:
         with self._lock:
-            upload_id = "upload_" + "".join(self._rng.choice("0123456789abcdef") for _ in range(12))
+            upload_id = "upload_" + secrets.token_hex(6)
         upload = Upload(upload_id, kind, upload_id + EXTENSIONS[mime_type], mime_type, data)
         self.uploads.add(upload)
         return upload
@@ -492,7 +541,10 @@ class Engine:
     # --- helpers ----------------------------------------------------------------------------------
 
     def _new_id(self, prefix: str) -> str:
-        value = self._rng.getrandbits(130)
+        # Ids come from the system's randomness, never from ``seed``: a real gateway never hands
+        # out an id twice, and a journal that outlives one simulator session (``serve
+        # --simulate`` started again on the same data dir) must not see a repeat.
+        value = secrets.randbits(130)
         return prefix + "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in range(26))
 
     def _image_aspect_ratio(self, url: str) -> str:

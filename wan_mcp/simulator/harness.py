@@ -248,6 +248,10 @@ class SimulatorServer:
     def clear_requests(self) -> None:
         self.engine.clear_requests()
 
+    def prerender(self, task_id: str) -> None:
+        """Render a task's MP4 now (blocking), so a later download never waits on the render."""
+        self.engine.render_video(self.engine.video_task(f"{task_id}.mp4"))
+
     def configure(self, **changes: Any) -> None:
         self.engine.configure(**changes)
 
@@ -291,7 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="accepted Bearer key (repeatable); default: any",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for ids and probabilistic faults")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed for probabilistic faults and unseeded task seeds (ids are always unique)",
+    )
     parser.add_argument("--balance", type=float, default=100.0, help="account balance; 0 makes creates answer 402")
     parser.add_argument("--url-ttl-seconds", type=int, default=86_400, help="result URL lifetime")
     parser.add_argument(

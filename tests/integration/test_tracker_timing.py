@@ -1,0 +1,210 @@
+"""The tracker's timing rules, on a virtual clock (no wall-clock assertion anywhere).
+
+The upstream is the simulator's own engine and routes, reached in-process and driven by the
+same :class:`VirtualClock` as the tracker, the journal and the client's retry sleeps, so
+"the first poll comes 5 s after the submission" is checked to the virtual millisecond, on a
+starved CI machine exactly as on a quiet one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.helpers import VirtualGateway, virtual_gateway
+from wan_mcp.core.journal import SqliteJournal, TaskRecord
+from wan_mcp.core.tracker import PollTiming, TaskTracker
+
+pytestmark = pytest.mark.anyio
+
+TIMING = PollTiming(first_delay=5.0, interval=10.0, max_interval=120.0, jitter=0.0, heartbeat=5.0, min_refresh=2.0)
+
+
+@dataclass
+class Rig:
+    gw: VirtualGateway
+    journal: SqliteJournal
+    tracker: TaskTracker
+    n: int = 0
+
+    async def submit(self) -> TaskRecord:
+        self.n += 1
+        payload = {"model": "wan2.6", "prompt": f"timing {self.n}", "resolution": "720p", "duration": 5}
+        bid = f"wanmcp_timing_{self.n}"
+        await self.journal.record_submission(business_id=bid, model="wan2.6", mode="t2v", payload=payload,
+                                             fingerprint=bid)  # fmt: skip
+        task = await self.gw.client.create_task(payload, bid)
+        return await self.journal.attach_task(bid, task_id=task.id, status=task.state.value)  # type: ignore[arg-type]
+
+    def polls(self) -> list[float]:
+        return self.gw.status_times()
+
+
+@asynccontextmanager
+async def _rig(tmp_path: Path, *, timing: PollTiming = TIMING, budget: float = 100.0, job: float = 60.0,
+               seed: int = 1) -> AsyncIterator[Rig]:  # fmt: skip
+    async with virtual_gateway(job_seconds=job) as gw:
+        journal = await SqliteJournal.open(tmp_path / "journal.sqlite3", clock=gw.clock.time)
+        try:
+            async with TaskTracker(
+                gw.client, journal, timing=timing, rate_budget=budget, rng=random.Random(seed), clock=gw.clock
+            ) as tracker:
+                yield Rig(gw, journal, tracker)
+        finally:
+            await journal.close()
+
+
+class Waiter:
+    """One ``tracker.wait`` running in the background; ``result`` is set when it returns."""
+
+    def __init__(self) -> None:
+        self.result: TaskRecord | None = None
+        self.updates: list[tuple[float, str, int | None]] = []
+
+
+def start_wait(tg: anyio.abc.TaskGroup, rig: Rig, record: TaskRecord, within: float) -> Waiter:
+    waiter = Waiter()
+
+    async def on_update(rec: TaskRecord) -> None:
+        waiter.updates.append((rig.gw.clock.monotonic(), rec.status, rec.progress))
+
+    async def run() -> None:
+        waiter.result = await rig.tracker.wait(record, within=within, on_update=on_update)
+
+    tg.start_soon(run)
+    return waiter
+
+
+async def test_first_poll_comes_first_delay_after_the_submission_then_every_interval(tmp_path: Path) -> None:
+    async with _rig(tmp_path) as rig:
+        record = await rig.submit()
+        submitted = rig.gw.clock.monotonic()
+        async with anyio.create_task_group() as tg:
+            waiter = start_wait(tg, rig, record, within=100.0)
+            await rig.gw.clock.advance(4.99)
+            assert rig.polls() == []  # nothing before the contract's initial delay
+            await rig.gw.clock.advance(0.02)
+            assert [t - submitted for t in rig.polls()] == [pytest.approx(5.0)]
+            await rig.gw.clock.run_until(lambda: waiter.result is not None, limit=200)
+        assert waiter.result is not None and waiter.result.status == "completed"
+        gaps = [b - a for a, b in itertools.pairwise(rig.polls())]
+        assert gaps and all(g == pytest.approx(10.0) for g in gaps), gaps
+        # a 60 s job polled at 5, 15, ..., 65 s: seven reads, the last one sees it done
+        assert len(rig.polls()) == 7
+
+
+async def test_the_first_delay_counts_from_the_submission_so_an_old_task_is_polled_at_once(tmp_path: Path) -> None:
+    async with _rig(tmp_path) as rig:
+        record = await rig.submit()
+        await rig.gw.clock.advance(30.0)  # e.g. the server restarted half a minute later
+        assert rig.polls() == []
+        started = rig.gw.clock.monotonic()
+        async with anyio.create_task_group() as tg:
+            start_wait(tg, rig, record, within=1.0)
+            await rig.gw.clock.advance(0.0)
+            assert [t - started for t in rig.polls()] == [0.0]
+            await rig.gw.clock.advance(1.0)
+
+
+async def test_jitter_keeps_every_interval_within_its_band(tmp_path: Path) -> None:
+    timing = PollTiming(first_delay=5.0, interval=10.0, jitter=0.2, heartbeat=5.0)
+    async with _rig(tmp_path, timing=timing, job=200.0, seed=7) as rig:
+        record = await rig.submit()
+        submitted = rig.gw.clock.monotonic()
+        async with anyio.create_task_group() as tg:
+            waiter = start_wait(tg, rig, record, within=1000.0)
+            await rig.gw.clock.run_until(lambda: waiter.result is not None, limit=1000)
+        polls = rig.polls()
+        assert 4.0 <= polls[0] - submitted <= 6.0
+        gaps = [b - a for a, b in itertools.pairwise(polls)]
+        assert all(8.0 <= g <= 12.0 for g in gaps), gaps
+        assert len({round(g, 6) for g in gaps}) > 1  # it does jitter
+
+
+async def test_many_waiters_share_one_poller(tmp_path: Path) -> None:
+    async with _rig(tmp_path) as rig:
+        record = await rig.submit()
+        async with anyio.create_task_group() as tg:
+            waiters = [start_wait(tg, rig, record, within=500.0) for _ in range(25)]
+            await rig.gw.clock.run_until(lambda: all(w.result is not None for w in waiters), limit=500)
+        assert {w.result.status for w in waiters if w.result} == {"completed"}
+        assert len(rig.polls()) == 7  # the same seven reads as for one waiter
+        assert rig.tracker.live_pollers() == 0
+
+
+async def test_a_wait_ends_at_its_bound_and_polling_stops_until_someone_waits_again(tmp_path: Path) -> None:
+    async with _rig(tmp_path) as rig:
+        record = await rig.submit()
+        async with anyio.create_task_group() as tg:
+            waiter = start_wait(tg, rig, record, within=12.0)
+            await rig.gw.clock.advance(11.99)
+            assert waiter.result is None
+            await rig.gw.clock.advance(0.02)
+            assert waiter.result is not None and waiter.result.status in ("queued", "in_progress")
+        polls = len(rig.polls())
+        assert polls == 1  # at 5 s; the next (15 s) was not due before the wait ended
+        await rig.gw.clock.advance(100.0)
+        assert len(rig.polls()) == polls and rig.tracker.live_pollers() == 0  # nobody waits: no traffic
+        async with anyio.create_task_group() as tg:
+            again = start_wait(tg, rig, waiter.result, within=500.0)
+            await rig.gw.clock.run_until(lambda: again.result is not None, limit=500)
+        assert again.result is not None and again.result.status == "completed"
+
+
+async def test_heartbeats_reach_waiters_while_nothing_changes(tmp_path: Path) -> None:
+    timing = PollTiming(first_delay=50.0, interval=50.0, jitter=0.0, heartbeat=5.0)
+    async with _rig(tmp_path, timing=timing) as rig:
+        record = await rig.submit()
+        start = rig.gw.clock.monotonic()
+        async with anyio.create_task_group() as tg:
+            waiter = start_wait(tg, rig, record, within=30.0)
+            await rig.gw.clock.advance(30.0)
+        times = [t - start for t, _, _ in waiter.updates]
+        assert times == [pytest.approx(5.0 * i) for i in range(6)], times  # at 0, 5, ..., 25 s
+
+
+async def test_retry_after_pushes_the_next_poll_back(tmp_path: Path) -> None:
+    async with _rig(tmp_path) as rig:
+        record = await rig.submit()
+        rig.gw.engine.add_fault("status", "http_429", times=1, retry_after=37)
+        async with anyio.create_task_group() as tg:
+            waiter = start_wait(tg, rig, record, within=500.0)
+            await rig.gw.clock.run_until(lambda: waiter.result is not None, limit=500)
+        polls = rig.polls()
+        assert polls[1] - polls[0] >= 37.0, polls  # not the normal 10 s
+
+
+async def test_errors_back_off_exponentially_up_to_the_ceiling(tmp_path: Path) -> None:
+    timing = PollTiming(first_delay=5.0, interval=10.0, max_interval=60.0, jitter=0.0, heartbeat=5.0)
+    async with _rig(tmp_path, timing=timing, job=1000.0) as rig:
+        record = await rig.submit()
+        rig.gw.engine.add_fault("status", "http_503", times=5)
+        async with anyio.create_task_group() as tg:
+            start_wait(tg, rig, record, within=400.0)
+            await rig.gw.clock.advance(400.0)
+        polls = rig.polls()
+        gaps = [round(b - a, 6) for a, b in itertools.pairwise(polls)]
+        assert gaps[:6] == [20.0, 40.0, 60.0, 60.0, 60.0, 10.0], gaps  # doubling, capped, then normal again
+
+
+async def test_the_rate_budget_spaces_every_upstream_read_and_serves_tasks_in_turn(tmp_path: Path) -> None:
+    timing = PollTiming(first_delay=0.5, interval=1.0, jitter=0.0, heartbeat=5.0)
+    async with _rig(tmp_path, timing=timing, budget=2.0, job=1000.0) as rig:
+        records = [await rig.submit() for _ in range(10)]
+        async with anyio.create_task_group() as tg:
+            for rec in records:
+                start_wait(tg, rig, rec, within=40.0)
+            await rig.gw.clock.advance(40.0)
+        polls = rig.polls()
+        gaps = [b - a for a, b in itertools.pairwise(polls)]
+        assert all(g >= 0.5 - 1e-9 for g in gaps), min(gaps)  # never faster than 2 per second
+        assert len(polls) >= 70  # and the budget is used, not wasted
+        order = [r.path.rsplit("/", 1)[1] for r in rig.gw.engine.requests("status")]
+        assert sorted(order[:10]) == sorted(r.task_id or "" for r in records)  # everyone once before anyone twice
