@@ -229,7 +229,7 @@ def test_completed_without_url_is_a_failure(extra: dict[str, Any]) -> None:
     assert "no video file URL" in t.error_message and "submit the request again" in t.error_message
     err = t.as_error()
     assert err is not None and err.code is ErrorCode.GENERATION_FAILED and err.task_id == TASK_ID
-    assert "get_balance" in (err.hint or "")
+    assert "wan-mcp doctor" in (err.hint or "") and "get_balance" not in (err.hint or "")  # no such tool
 
 
 @pytest.mark.parametrize("ts", [1768380222, 1768380222.5, "1768380222", 1768380222000])
