@@ -119,6 +119,23 @@ async def test_the_next_poll_told_to_the_agent_follows_the_configured_timing(
     assert task["next_poll_seconds"] in (1, 2)  # the first check is due ~2 s after the submission, never "10"
 
 
+async def test_upload_image_accepts_what_generate_video_accepts_url_safe_unpadded_base64(client: Client) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.effect_noise((640, 480), 90).convert("RGB").save(buffer, "PNG")
+    encoded = base64.urlsafe_b64encode(buffer.getvalue()).decode().rstrip("=")
+    assert "-" in encoded or "_" in encoded  # noise makes both alphabets differ
+    uploaded = ok(await client.call_tool("upload_image", {"data": f"data:image/png;base64,{encoded}"}))
+    assert uploaded["url"].startswith("http")
+    dry = await client.call_tool("generate_video", {"image": f"data:image/png;base64,{encoded}", "prompt": "x",
+                                                    "resolution": "720p"})  # fmt: skip
+    assert not dry.is_error, text(dry)
+
+
 # --- names a message mentions exist ---------------------------------------------------------
 
 _CALL = re.compile(r"\b([a-z]+(?:_[a-z]+)+)\(")

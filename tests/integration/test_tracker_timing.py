@@ -208,3 +208,17 @@ async def test_the_rate_budget_spaces_every_upstream_read_and_serves_tasks_in_tu
         assert len(polls) >= 70  # and the budget is used, not wasted
         order = [r.path.rsplit("/", 1)[1] for r in rig.gw.engine.requests("status")]
         assert sorted(order[:10]) == sorted(r.task_id or "" for r in records)  # everyone once before anyone twice
+
+
+async def test_the_advice_agents_get_is_the_pollers_real_schedule(tmp_path: Path) -> None:
+    async with _rig(tmp_path) as rig:
+        record = await rig.submit()
+        assert rig.tracker.advice(record) == 5  # the first check: first_delay after the submission
+        rig.gw.engine.add_fault("status", "http_429", times=1, retry_after=37)
+        async with anyio.create_task_group() as tg:
+            start_wait(tg, rig, record, within=20.0)
+            await rig.gw.clock.advance(5.0)  # the first poll meets the 429
+            assert rig.tracker.advice(record) == 37  # not the configured 10 s: the gateway said 37
+            await rig.gw.clock.advance(15.0)
+        await rig.gw.clock.advance(100.0)  # nobody waits any more: back to the configured interval
+        assert rig.tracker.advice(record) == 10

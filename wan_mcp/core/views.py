@@ -14,11 +14,6 @@ from pydantic import BaseModel, ConfigDict
 
 from wan_mcp.core.journal import TERMINAL, TaskRecord
 
-#: How long the agent is told to wait before asking again when no tracker timing is given.
-#: The service always passes the tracker's real timing (``PollTiming.advice``); this only
-#: serves views built without one (the ``task://`` resource, list_tasks rows).
-DEFAULT_NEXT_POLL_SECONDS = 10
-
 
 def iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
@@ -71,9 +66,8 @@ class TaskView(BaseModel):
             mode=rec.mode or None,
             model=rec.model or None,
             progress=rec.progress,
-            next_poll_seconds=None
-            if rec.status in TERMINAL
-            else (next_poll_seconds if next_poll_seconds is not None else DEFAULT_NEXT_POLL_SECONDS),
+            # From the tracker's timing (TaskTracker.advice), the one source of poll timing.
+            next_poll_seconds=None if rec.status in TERMINAL else next_poll_seconds,
             created_at=iso(rec.created_at),
             video_url=rec.video_url,
             url_expires_at=iso(rec.expires_at) if rec.expires_at else None,
