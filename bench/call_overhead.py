@@ -30,7 +30,7 @@ from bench.common import (
     stdio_session,
     timed_calls,
 )
-from wan_mcp.core.journal import SqliteJournal
+from wan_mcp.core.journal import Observation, SqliteJournal
 
 DONE_ID = "bench_done_0001"
 BLOCK = 100
@@ -49,12 +49,14 @@ async def seed_finished(data: Path, sim_url: str) -> None:
             fingerprint="bench-done",
         )
         await journal.attach_task(business, task_id=DONE_ID, status="queued")
-        await journal.update_status(
+        await journal.observe(
             DONE_ID,
-            status="completed",
-            progress=100,
-            video_url=f"{sim_url}/files/{DONE_ID}.mp4",
-            expires_at=int(time.time()) + 86_400,
+            Observation(
+                status="completed",
+                progress=100,
+                video_url=f"{sim_url}/files/{DONE_ID}.mp4",
+                expires_at=int(time.time()) + 86_400,
+            ),
         )
     finally:
         await journal.close()

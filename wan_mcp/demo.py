@@ -99,7 +99,7 @@ async def _wait_done(client: Client, label: str, task_id: str) -> dict[str, Any]
 
 
 def _check(mode: str, status: dict[str, Any], started: float) -> Row:
-    from wan_mcp.core.files import probe_video
+    from wan_mcp.core.media import probe_video
 
     path = status.get("local_path") or ""
     row = Row(mode, status["task_id"], time.monotonic() - started, path, 0, 0, 0.0, False)

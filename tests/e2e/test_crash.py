@@ -25,8 +25,9 @@ from mcp import Client
 
 from tests.e2e.conftest import Dirs, server_env, stdio_params
 from tests.helpers import ok as _data
-from wan_mcp.core.files import FileBoundary, probe_video
+from wan_mcp.core.boundary import FileBoundary
 from wan_mcp.core.journal import SqliteJournal, TaskRecord
+from wan_mcp.core.media import probe_video
 from wan_mcp.simulator.harness import SimulatorServer
 
 pytestmark = pytest.mark.anyio

@@ -16,7 +16,7 @@ from mcp import Client, StdioServerParameters
 from pydantic import SecretStr
 
 from wan_mcp.config import load_settings
-from wan_mcp.core.files import probe_video
+from wan_mcp.core.media import probe_video
 from wan_mcp.gateway.client import GatewayClient, RetryPolicy, make_http_client
 
 REAL_KEY = os.environ.get("WAN_MCP_REAL_API_KEY", "")

@@ -17,7 +17,7 @@ from PIL import Image
 from tests.e2e.conftest import KEY, Dirs, server_env, stdio_params
 from tests.helpers import ok as _data
 from tests.helpers import text as _text
-from wan_mcp.core.files import probe_video
+from wan_mcp.core.media import probe_video
 from wan_mcp.simulator.harness import SimulatorServer
 
 pytestmark = pytest.mark.anyio

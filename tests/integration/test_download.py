@@ -15,7 +15,7 @@ from typing import ClassVar
 import httpx2
 import pytest
 
-from wan_mcp.core.urls import UrlPolicy, download_to
+from wan_mcp.core.boundary import UrlPolicy, download_to
 from wan_mcp.errors import ErrorCode, WanError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]

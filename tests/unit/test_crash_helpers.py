@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from wan_mcp.core.leases import holder_gone as _lease_holder_gone
 from wan_mcp.core.media import video_problem
-from wan_mcp.core.service import _lease_holder_gone
 
 
 def _box(kind: bytes, payload: bytes) -> bytes:

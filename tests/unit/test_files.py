@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wan_mcp.core.files import FileBoundary
+from wan_mcp.core.boundary import FileBoundary
 from wan_mcp.errors import ErrorCode, WanError
 
 SECRET = b"TOP-SECRET-CONTENT"

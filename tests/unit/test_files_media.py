@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from wan_mcp.core.images import sniff_video
-from wan_mcp.core.media import poster_frame, probe_video
+from wan_mcp.core.media import poster_frame, probe_video, sniff_video
 
 av = pytest.importorskip("av")
 

@@ -11,7 +11,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from wan_mcp.core.images import prepare_image, sniff_video
+from wan_mcp.core.media import prepare_image, sniff_video
 from wan_mcp.errors import ErrorCode, WanError
 
 

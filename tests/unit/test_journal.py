@@ -30,12 +30,13 @@ from hypothesis import strategies as st
 from wan_mcp.core.journal import (
     SCHEMA_VERSION,
     TERMINAL,
+    Observation,
     SqliteJournal,
     TaskRecord,
     TaskStatus,
     UploadRecord,
-    _list_sql,
 )
+from wan_mcp.core.journal.schema import _list_sql
 from wan_mcp.errors import ErrorCode, WanError
 
 pytestmark = pytest.mark.anyio
@@ -267,10 +268,10 @@ async def test_full_lifecycle(journal: SqliteJournal) -> None:
     assert [r.id for r in await journal.active()] == ["task-1"]
     assert await journal.get("task-1") == await journal.get("biz-1") == rec
 
-    rec = await journal.update_status("task-1", status="in_progress", progress=40)
+    rec = await journal.observe("task-1", Observation(status="in_progress", progress=40))
     assert (rec.status, rec.progress) == ("in_progress", 40)
-    rec = await journal.update_status(
-        "task-1", status="completed", progress=100, video_url="https://cdn/v.mp4", expires_at=1_800_000_000
+    rec = await journal.observe(
+        "task-1", Observation(status="completed", progress=100, video_url="https://cdn/v.mp4", expires_at=1_800_000_000)
     )
     assert (rec.status, rec.video_url, rec.expires_at, rec.terminal) == (
         "completed",
@@ -293,7 +294,7 @@ async def test_full_lifecycle(journal: SqliteJournal) -> None:
 
 async def test_unknown_id_updates_are_not_found(journal: SqliteJournal) -> None:
     for call in (
-        journal.update_status("ghost", status="queued"),
+        journal.observe("ghost", Observation(status="queued")),
         journal.attach_task("ghost", task_id="t", status="queued"),
         journal.mark_rejected("ghost", error_code="x", error_message="y"),
         journal.record_download("ghost", local_path="/p", sha256="s", size_bytes=1),
@@ -346,7 +347,7 @@ async def test_unconfirmed_and_rejected(journal: SqliteJournal) -> None:
     assert {r.business_id for r in await journal.unsettled()} == {"biz-u", "biz-ok"}
     # rejected is terminal: neither a stale unconfirmed nor a poll moves it
     assert (await journal.mark_unconfirmed("biz-r", error_code="x", error_message="y")).status == "rejected"
-    assert (await journal.update_status("biz-r", status="queued")).status == "rejected"
+    assert (await journal.observe("biz-r", Observation(status="queued"))).status == "rejected"
 
     # A row with a task id was accepted upstream: it can't be called rejected or unconfirmed.
     await journal.attach_task("biz-ok", task_id="t-ok", status="queued")
@@ -370,34 +371,36 @@ async def test_attach_revives_a_wrongly_rejected_row(journal: SqliteJournal) -> 
 async def test_terminal_rows_never_regress(journal: SqliteJournal) -> None:
     await submit(journal, "biz-c")
     await journal.attach_task("biz-c", task_id="t-c", status="queued")
-    done = await journal.update_status(
-        "t-c", status="completed", progress=100, video_url="https://cdn/c.mp4", expires_at=100
+    done = await journal.observe(
+        "t-c", Observation(status="completed", progress=100, video_url="https://cdn/c.mp4", expires_at=100)
     )
     for stale in ("queued", "in_progress", "submitting", "unconfirmed", "failed"):
-        rec = await journal.update_status("t-c", status=stale, progress=3, error_code="boom")
+        rec = await journal.observe("t-c", Observation(status=stale, progress=3, error_code="boom"))
         assert rec == done
     # The same terminal observation without a url keeps the url ...
-    rec = await journal.update_status("t-c", status="completed", video_url=None)
+    rec = await journal.observe("t-c", Observation(status="completed", video_url=None))
     assert rec.video_url == "https://cdn/c.mp4"
     # ... and a re-signed url with a later expiry refreshes it.
-    rec = await journal.update_status("t-c", status="completed", video_url="https://cdn/c2.mp4", expires_at=200)
+    rec = await journal.observe("t-c", Observation(status="completed", video_url="https://cdn/c2.mp4", expires_at=200))
     assert (rec.video_url, rec.expires_at, rec.progress) == ("https://cdn/c2.mp4", 200, 100)
 
     await submit(journal, "biz-f")
     await journal.attach_task("biz-f", task_id="t-f", status="in_progress")
-    failed = await journal.update_status("t-f", status="failed", error_code="generation_failed", error_message="x")
-    assert (await journal.update_status("t-f", status="completed", video_url="https://late")) == failed
+    failed = await journal.observe(
+        "t-f", Observation(status="failed", error_code="generation_failed", error_message="x")
+    )
+    assert (await journal.observe("t-f", Observation(status="completed", video_url="https://late"))) == failed
 
 
 async def test_progress_and_status_only_move_forward(journal: SqliteJournal) -> None:
     await submit(journal, "biz-p")
     await journal.attach_task("biz-p", task_id="t-p", status="queued")
-    assert (await journal.update_status("t-p", status="in_progress", progress=60)).progress == 60
-    rec = await journal.update_status("t-p", status="in_progress", progress=30)
+    assert (await journal.observe("t-p", Observation(status="in_progress", progress=60))).progress == 60
+    rec = await journal.observe("t-p", Observation(status="in_progress", progress=30))
     assert rec.progress == 60
-    rec = await journal.update_status("t-p", status="queued", progress=70)  # stale status, newer progress
+    rec = await journal.observe("t-p", Observation(status="queued", progress=70))  # stale status, newer progress
     assert (rec.status, rec.progress) == ("in_progress", 70)
-    rec = await journal.update_status("t-p", status="in_progress")  # no progress: no news
+    rec = await journal.observe("t-p", Observation(status="in_progress"))  # no progress: no news
     assert rec.progress == 70
 
 
@@ -426,7 +429,7 @@ async def test_any_order_of_observations_is_monotonic(
     await submit(journal, biz)
     prev = await journal.attach_task(biz, task_id=f"t-{biz}", status="queued")
     for status, progress, url in observations:
-        rec = await journal.update_status(prev.id, status=status, progress=progress, video_url=url)
+        rec = await journal.observe(prev.id, Observation(status=status, progress=progress, video_url=url))
         if prev.terminal:
             assert rec.status == prev.status
         else:

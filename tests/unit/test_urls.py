@@ -8,8 +8,8 @@ import ipaddress
 import pytest
 
 from wan_mcp.core.arguments import Problem
+from wan_mcp.core.boundary import UrlPolicy, display_url
 from wan_mcp.core.request.sources import MAX_DATA_BYTES, decode_data_url
-from wan_mcp.core.urls import UrlPolicy, display_url
 from wan_mcp.errors import ErrorCode, WanError
 
 pytestmark = pytest.mark.anyio

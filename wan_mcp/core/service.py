@@ -14,14 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import socket
-import stat
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -34,17 +29,11 @@ import httpx2
 from wan_mcp.config import Settings
 from wan_mcp.core import offload
 from wan_mcp.core.arguments import Problem
-from wan_mcp.core.files import (
-    FileBoundary,
-    UrlPolicy,
-    download_to,
-    poster_frame,
-    prepare_image,
-    probe_video,
-    sniff_video,
-)
+from wan_mcp.core.boundary import FileBoundary, UrlPolicy, download_to
+from wan_mcp.core.caches import Lru
 from wan_mcp.core.journal import STATUS_ORDER, TERMINAL, TaskJournal, TaskRecord, UploadRecord
-from wan_mcp.core.media import VideoInfo, video_problem
+from wan_mcp.core.leases import DownloadLeases
+from wan_mcp.core.media import VideoDescriber, prepare_image, sniff_video, video_problem
 from wan_mcp.core.request import (
     MediaSource,
     SourceKind,
@@ -53,7 +42,7 @@ from wan_mcp.core.request import (
     parse_video_request,
     request_fingerprint,
 )
-from wan_mcp.core.tracker import TaskTracker, UpdateFn, apply_gateway_task
+from wan_mcp.core.tracker import TaskTracker, UpdateFn, observation_of
 from wan_mcp.core.views import ErrorInfo, TaskList, TaskView, UploadView
 from wan_mcp.errors import ErrorCode, WanError
 from wan_mcp.gateway.provider import VideoProvider
@@ -110,38 +99,6 @@ def new_business_id() -> str:
     return f"wanmcp_{uuid.uuid4().hex}"
 
 
-_HOST = socket.gethostname()
-
-
-def _lease_holder_gone(owner: str) -> bool:
-    """Whether the download lease ``owner`` (``host:pid:nonce``) is provably dead.
-
-    A server killed mid-download (kill -9, a host closing its window) leaves its lease in
-    the shared journal; without this a restarted server waited a minute before fetching
-    the file itself. Only a process on this host that no longer exists (or is a zombie)
-    counts as gone; anything we cannot check (another host, an unreadable owner, our own
-    process) is treated as alive and left to the lease's expiry.
-    """
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != _HOST or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid() or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # EPERM: it exists, under another user
-        return False
-    try:  # a killed child its parent has not reaped yet still answers kill(0)
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat_line.rpartition(")")[2].split()[:1] == ["Z"]
-
-
 class VideoService:
     #: generate_video's own arguments besides the request fields (taken out by the tool layer).
     TOOL_ARGUMENTS = ("wait_seconds",)
@@ -165,11 +122,9 @@ class VideoService:
         self._http = http
         self._opts = options
         self._download_locks: dict[str, anyio.Lock] = {}
-        self._described: dict[tuple[str, int, int, int], tuple[VideoInfo | None, bytes | None]] = {}
-        self._described_lock = threading.Lock()
-        self._settled: OrderedDict[str, StatusResult] = OrderedDict()
-        # host:pid:nonce, so another process can tell a download lease held by a dead process.
-        self._owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._describe = VideoDescriber(posters=options.poster_frames, capacity=_DESCRIBED_CACHE)
+        self._settled: Lru[str, StatusResult] = Lru(_SETTLED_CACHE)
+        self._leases = DownloadLeases(journal)
 
     @property
     def journal(self) -> TaskJournal:
@@ -243,7 +198,7 @@ class VideoService:
             business_id, task_id=task.id, status=task.state.value, progress=task.progress
         )
         if task.terminal:
-            record = await self._journal.update_status(task.id, **apply_gateway_task(task))  # type: ignore[arg-type]
+            record = await self._journal.observe(task.id, observation_of(task))
         return record
 
     async def _resolve_media(self, v: ValidatedRequest) -> tuple[str | None, list[str]]:
@@ -382,14 +337,11 @@ class VideoService:
         if settled is not None:
             # Finished and saved (or failed): nothing about it can change, so agents asking
             # again and again are answered from memory, with no thread hop or file probe.
-            self._settled.move_to_end(task_id)
             return StatusResult(settled.view.model_copy(deep=True), settled.poster_jpeg)
         result = await self._status(task_id, wait_seconds=wait_seconds, download=download, on_update=on_update)
         view = result.view
         if view.status == "failed" or (view.status == "completed" and view.local_path):
-            self._settled[task_id] = StatusResult(view.model_copy(deep=True), result.poster_jpeg)
-            while len(self._settled) > _SETTLED_CACHE:
-                self._settled.popitem(last=False)
+            self._settled.put(task_id, StatusResult(view.model_copy(deep=True), result.poster_jpeg))
         return result
 
     async def _status(
@@ -441,7 +393,7 @@ class VideoService:
         await self._journal.attach_task(
             f"import_{task.id}", task_id=task.id, status=task.state.value, progress=task.progress
         )
-        return await self._journal.update_status(task.id, **apply_gateway_task(task))  # type: ignore[arg-type]
+        return await self._journal.observe(task.id, observation_of(task))
 
     async def _reconcile(self, record: TaskRecord) -> TaskRecord:
         """Find out whether an unconfirmed submission became a task, by its business id."""
@@ -458,7 +410,7 @@ class VideoService:
         record = await self._journal.attach_task(
             record.business_id, task_id=task.id, status=task.state.value, progress=task.progress
         )
-        return await self._journal.update_status(task.id, **apply_gateway_task(task))  # type: ignore[arg-type]
+        return await self._journal.observe(task.id, observation_of(task))
 
     async def reconcile_unsettled(self) -> int:
         """At start-up: settle submissions a previous run left in flight. Returns how many."""
@@ -476,40 +428,12 @@ class VideoService:
             view = self._view(record)
         if record.local_path:
             path = Path(record.local_path)
-            info, poster = await offload.run_sync(self._describe_file, path)
+            info, poster = await offload.run_sync(self._describe, path)
             if info is not None:
                 view.width, view.height = info.width, info.height
                 view.duration_seconds = round(info.duration, 2)
                 view.has_audio = info.has_audio
         return StatusResult(self._explain(view), poster)
-
-    def _describe_file(self, path: Path) -> tuple[VideoInfo | None, bytes | None]:
-        """Probe + poster in one worker-thread hop (PyAV is blocking).
-
-        Remembered per file version (path, inode, size, mtime): decoding a poster costs
-        ~80 ms of CPU, and agents ask for the status of a finished task again and again.
-        """
-        try:
-            st = path.stat()
-        except OSError:
-            return None, None
-        if not stat.S_ISREG(st.st_mode):
-            return None, None
-        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
-        with self._described_lock:
-            cached = self._described.get(key)
-        if cached is not None:
-            return cached
-        poster = poster_frame(path) if self._opts.poster_frames else None
-        described = (probe_video(path), poster)
-        with self._described_lock:
-            self._described[key] = described
-            while len(self._described) > _DESCRIBED_CACHE:
-                self._described.pop(next(iter(self._described)))  # oldest first (insertion order)
-        return described
-
-    async def _claim_download(self, task_id: str) -> bool:
-        return await self._journal.claim_download(task_id, self._owner, 600, holder_gone=_lease_holder_gone)
 
     async def _download(self, record: TaskRecord) -> TaskRecord:
         assert record.task_id is not None and record.video_url is not None
@@ -525,17 +449,12 @@ class VideoService:
                     task_id=record.task_id,
                     hint="submit the request again; gateway URLs live 24 h",
                 )
-            if not await self._claim_download(record.task_id):
+            if not await self._leases.claim(record.task_id):
                 # Another server process (a second host window sharing the data dir) is
                 # downloading it: wait for its result instead of fetching it twice.
-                with anyio.move_on_after(60):
-                    while True:
-                        await anyio.sleep(0.5)
-                        fresh = await self._journal.get(record.task_id)
-                        if fresh is not None and fresh.local_path:
-                            return fresh
-                        if await self._claim_download(record.task_id):
-                            break
+                fresh = await self._leases.wait_for_other(record.task_id)
+                if fresh is not None:
+                    return fresh
             try:
                 try:
                     dest = self._boundary.output_path(record.task_id)
@@ -566,7 +485,7 @@ class VideoService:
                     size_bytes=result.size_bytes,
                 )
             finally:
-                await self._journal.release_download(record.task_id, self._owner)
+                await self._leases.release(record.task_id)
 
     # --- list_tasks ------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from anyio.abc import TaskGroup
 
 from wan_mcp.config import Settings
 from wan_mcp.core.clock import SYSTEM_CLOCK, Clock
-from wan_mcp.core.journal import TERMINAL, TaskJournal, TaskRecord
+from wan_mcp.core.journal import TERMINAL, Observation, TaskJournal, TaskRecord, merge
 from wan_mcp.errors import ErrorCode, WanError
 from wan_mcp.gateway.provider import VideoProvider
 from wan_mcp.gateway.wire import GatewayTask, TaskState
@@ -103,38 +103,15 @@ class RateLimiter:
             self._next = max(now, self._next) + self._spacing
 
 
-def apply_gateway_task(task: GatewayTask) -> dict[str, object]:
-    """Journal fields for a status the gateway reported."""
-    return {
-        "status": task.state.value,
-        "progress": task.progress,
-        "video_url": task.video_url,
-        "expires_at": task.expires_at,
-        "error_code": task.error_code,
-        "error_message": task.error_message,
-    }
-
-
-def _no_news(record: TaskRecord, task: GatewayTask) -> bool:
-    """True when the journal's monotonic merge of ``task`` into ``record`` would change nothing.
-
-    Most polls of a running job repeat the last status and progress; skipping their write
-    saves a worker-thread hop and a SQLite transaction per poll (benchmark figure 3).
-    """
-    if record.status in TERMINAL or task.state.value != record.status:
-        return False
-    if task.progress is not None and (record.progress is None or task.progress > record.progress):
-        return False
-    return _same_apart_from_progress(record, task)
-
-
-def _same_apart_from_progress(record: TaskRecord, task: GatewayTask) -> bool:
-    if record.status in TERMINAL or task.state.value != record.status:
-        return False
-    return all(
-        value is None or value == getattr(record, name)
-        for name, value in apply_gateway_task(task).items()
-        if name not in ("status", "progress")
+def observation_of(task: GatewayTask) -> Observation:
+    """What a gateway answer tells the journal about a task."""
+    return Observation(
+        status=task.state.value,
+        progress=task.progress,
+        video_url=task.video_url,
+        expires_at=None if task.expires_at is None else int(task.expires_at),
+        error_code=task.error_code,
+        error_message=task.error_message,
     )
 
 
@@ -339,11 +316,13 @@ class TaskTracker:
             if err.code is ErrorCode.NOT_FOUND and record.task_id is not None:
                 # The gateway forgot a task it gave us (ids live ~24 h): settle it so
                 # waiters stop, keeping the reason on the row.
-                updated = await self._journal.update_status(
+                updated = await self._journal.observe(
                     lookup,
-                    status="failed",
-                    error_code=err.code.value,
-                    error_message="the gateway no longer knows this task (task ids expire after ~24 h)",
+                    Observation(
+                        status="failed",
+                        error_code=err.code.value,
+                        error_message="the gateway no longer knows this task (task ids expire after ~24 h)",
+                    ),
                 )
                 watch.publish(updated)
                 return updated
@@ -355,17 +334,23 @@ class TaskTracker:
             return watch.record
         watch.errors = 0
         watch.retry_after = None
-        if _no_news(watch.record, task):
+        news = observation_of(task)
+        changes = merge(watch.record, news)
+        if not changes:
             return watch.record  # a repeated observation: the journal write would change nothing
         now = self._clock.monotonic()
-        if _same_apart_from_progress(watch.record, task) and now - watch.last_write < self._timing.progress_write:
+        if (
+            set(changes) == {"progress"}
+            and watch.record.status not in TERMINAL
+            and now - watch.last_write < self._timing.progress_write
+        ):
             # Only the percentage moved: tell waiters at once, write it to the journal at most
             # every ``progress_write`` seconds (a crash loses a percentage, never a state).
-            fresh = replace(watch.record, progress=task.progress, updated_at=self._clock.time())
+            fresh = replace(watch.record, progress=news.progress, updated_at=self._clock.time())
             watch.publish(fresh)
             return fresh
         watch.last_write = now
-        updated = await self._journal.update_status(lookup, **apply_gateway_task(task))  # type: ignore[arg-type]
+        updated = await self._journal.observe(lookup, news)
         if task.state is TaskState.COMPLETED or updated.updated_at != record.updated_at:
             watch.publish(updated)
         else:

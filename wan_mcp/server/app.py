@@ -18,7 +18,7 @@ from mcp.server.auth.settings import AuthSettings
 
 from wan_mcp import __version__
 from wan_mcp.config import Settings
-from wan_mcp.core.files import FileBoundary, UrlPolicy
+from wan_mcp.core.boundary import FileBoundary, UrlPolicy
 from wan_mcp.core.journal import SqliteJournal
 from wan_mcp.core.service import ServiceOptions, VideoService
 from wan_mcp.core.tracker import PollTiming, TaskTracker

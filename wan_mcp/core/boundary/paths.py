@@ -14,8 +14,8 @@ hostile until proven otherwise. The rules, in the order they are applied:
   compares ``(st_dev, st_ino)`` with what was checked, which defeats a symlink or file swap
   between check and open; ``O_NONBLOCK`` keeps a FIFO swapped in from hanging us.
 
-URL policy, downloads, image fixing and video probing live in sibling modules and are
-re-exported here so callers have one import for "the file boundary".
+The URL policy and downloads live beside it (``core/boundary/``); image fixing and video
+probing in ``core/media/``.
 """
 
 from __future__ import annotations
@@ -31,24 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from wan_mcp.core.images import PreparedImage, prepare_image, sniff_video
-from wan_mcp.core.media import VideoInfo, poster_frame, probe_video
-from wan_mcp.core.urls import DownloadResult, UrlPolicy, download_to
 from wan_mcp.errors import ErrorCode, WanError
 
-__all__ = [
-    "CheckedFile",
-    "DownloadResult",
-    "FileBoundary",
-    "PreparedImage",
-    "UrlPolicy",
-    "VideoInfo",
-    "download_to",
-    "poster_frame",
-    "prepare_image",
-    "probe_video",
-    "sniff_video",
-]
+__all__ = ["CheckedFile", "FileBoundary"]
 
 MAX_PATH_CHARS = 4096
 MAX_COMPONENT_BYTES = 255

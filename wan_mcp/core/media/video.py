@@ -12,14 +12,17 @@ returning it inline never blows an agent's context.
 from __future__ import annotations
 
 import io
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wan_mcp.core.caches import Lru
+
 if TYPE_CHECKING:  # Pillow is imported where a poster is made, not at server start-up
     from PIL import Image
 
-__all__ = ["VideoInfo", "poster_frame", "probe_video", "video_problem"]
+__all__ = ["VideoDescriber", "VideoInfo", "poster_frame", "probe_video", "sniff_video", "video_problem"]
 
 _POSTER_AT_SECONDS = 1.0
 _MAX_DECODED_FRAMES = 240  # bounds the work for a file with a broken index
@@ -197,3 +200,44 @@ def video_problem(path: Path) -> str | None:
     if not seen_moov:
         return "it has no moov index (incomplete MP4)"
     return None
+
+
+def sniff_video(data: bytes) -> str | None:
+    """The container type by magic bytes; names and extensions are never trusted."""
+    head = data[:64]
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        brand = head[8:12]
+        return "video/quicktime" if brand == b"qt  " else "video/mp4"
+    if len(head) >= 8 and head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"):
+        return "video/quicktime"
+    if head[:4] == _EBML_MAGIC and b"webm" in data[:4096]:
+        return "video/webm"
+    return None
+
+
+class VideoDescriber:
+    """Probe + poster frame of a finished file, in one call, remembered per file version.
+
+    Decoding a poster costs ~80 ms of CPU and agents ask for the status of a finished task
+    again and again, so the result is kept per (path, inode, size, mtime) for the last
+    ``capacity`` files. Blocking (PyAV): call it through ``offload.run_sync``. Thread-safe.
+    """
+
+    def __init__(self, *, posters: bool, capacity: int = 64) -> None:
+        self._posters = posters
+        self._cache: Lru[tuple[str, int, int, int], tuple[VideoInfo | None, bytes | None]] = Lru(capacity)
+
+    def __call__(self, path: Path) -> tuple[VideoInfo | None, bytes | None]:
+        try:
+            st = path.stat()
+        except OSError:
+            return None, None
+        if not stat.S_ISREG(st.st_mode):
+            return None, None
+        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        described = (probe_video(path), poster_frame(path) if self._posters else None)
+        self._cache.put(key, described)
+        return described

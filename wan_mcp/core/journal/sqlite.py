@@ -10,8 +10,8 @@ an MCP host may kill us at any instant. So the journal is written *around* the P
 3. after a crash, :meth:`SqliteJournal.unsettled` lists the rows whose POST was never
    answered so they can be reconciled *by business id*, never re-POSTed (invariant 2).
 
-``TaskJournal`` is a Protocol because the multi-replica deployment will keep this state in
-Redis; :class:`SqliteJournal` is the embedded default and the reference semantics.
+``TaskJournal`` (:mod:`.protocol`) is the contract; :class:`SqliteJournal` is the embedded
+default and the reference semantics.
 
 Secrets: callers store the exact wire *body* (``payload``), which never holds the API key;
 the key travels only in the ``Authorization`` header, which never reaches this module
@@ -24,259 +24,43 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
-import os
 import sqlite3
-import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol, TypeVar, cast, get_args
+from typing import Any, Final, Literal, TypeVar, cast
 
 import anyio
 
 from wan_mcp.core import offload
+from wan_mcp.core.journal.records import (
+    ACTIVE,
+    STATUSES,
+    TERMINAL,
+    UNSETTLED,
+    Observation,
+    TaskRecord,
+    TaskStatus,
+    UploadKind,
+    UploadRecord,
+    check_status,
+    merge,
+)
+from wan_mcp.core.journal.schema import (
+    _HINT_UNWRITABLE,
+    _TASK_COLUMNS,
+    _connect,
+    _list_sql,
+    _translate,
+)
 from wan_mcp.errors import ErrorCode, WanError
 
-__all__ = [
-    "ACTIVE",
-    "SCHEMA_VERSION",
-    "STATUSES",
-    "STATUS_ORDER",
-    "TERMINAL",
-    "UNSETTLED",
-    "SqliteJournal",
-    "TaskJournal",
-    "TaskRecord",
-    "TaskStatus",
-    "UploadKind",
-    "UploadRecord",
-]
+__all__ = ["SqliteJournal"]
 
-TaskStatus = Literal["submitting", "unconfirmed", "rejected", "queued", "in_progress", "completed", "failed"]
-UploadKind = Literal["image", "video"]
-
-#: Every status, in lifecycle order (the one list: list_tasks' schema and errors use it).
-STATUS_ORDER: Final[tuple[str, ...]] = get_args(TaskStatus)
-STATUSES: Final[frozenset[str]] = frozenset(STATUS_ORDER)
-#: No further change is expected upstream; a row in one of these never leaves it.
-TERMINAL: Final[frozenset[str]] = frozenset({"completed", "failed", "rejected"})
-#: The POST outcome is not known yet: reconcile these by business id at start-up.
-UNSETTLED: Final[frozenset[str]] = frozenset({"submitting", "unconfirmed"})
-#: A task exists upstream and is still running: the tracker resumes polling these.
-ACTIVE: Final[frozenset[str]] = frozenset({"queued", "in_progress"})
-
-# Status only moves forward. A stale poll (another replica, a lagging gateway cache) must
-# not turn "in_progress" back into "queued", and nothing leaves a terminal state.
-_RANK: Final[Mapping[str, int]] = {
-    "submitting": 0,
-    "unconfirmed": 0,
-    "queued": 1,
-    "in_progress": 2,
-    "completed": 3,
-    "failed": 3,
-    "rejected": 3,
-}
-
-_APPLICATION_ID: Final = 0x57414E4D  # "WANM": tells our file apart from any other SQLite database
 _MAX_LIST_LIMIT: Final = 1000
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class TaskRecord:
-    """One submission and, once the gateway answered, its task: everything an agent may ask later."""
-
-    business_id: str
-    task_id: str | None
-    model: str
-    mode: str
-    status: TaskStatus
-    progress: int | None
-    payload: dict[str, Any]  # the exact wire body sent (it contains no secrets)
-    fingerprint: str  # hash of the canonical request, for duplicate detection
-    created_at: float  # unix seconds
-    updated_at: float  # unix seconds
-    video_url: str | None
-    expires_at: int | None
-    error_code: str | None
-    error_message: str | None
-    local_path: str | None
-    sha256: str | None
-    size_bytes: int | None
-
-    @property
-    def id(self) -> str:
-        """The id an agent should use: the gateway's once known, else ours (still resolvable)."""
-        return self.task_id or self.business_id
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-
-@dataclass(frozen=True)
-class UploadRecord:
-    """A file already uploaded, keyed by content hash so the same bytes are never paid for twice."""
-
-    sha256: str
-    kind: UploadKind
-    url: str
-    mime_type: str
-    size_bytes: int
-    width: int | None
-    height: int | None
-    created_at: float
-    changes: tuple[str, ...]  # what we did to the file before uploading (e.g. "converted HEIC to JPEG")
-
-
-class TaskJournal(Protocol):
-    """What the service and tracker need from durable state; SQLite today, Redis for replicas later.
-
-    Contract shared by every implementation: writes are durable when the call returns; a
-    terminal row never changes status; progress never decreases; a completed row keeps its
-    URL; ids may be the gateway task id or our business id.
-    """
-
-    async def record_submission(
-        self, *, business_id: str, model: str, mode: str, payload: dict[str, Any], fingerprint: str
-    ) -> TaskRecord: ...
-
-    async def attach_task(
-        self, business_id: str, *, task_id: str, status: TaskStatus, progress: int | None = None
-    ) -> TaskRecord: ...
-
-    async def mark_unconfirmed(self, business_id: str, *, error_code: str, error_message: str) -> TaskRecord: ...
-
-    async def mark_rejected(self, business_id: str, *, error_code: str, error_message: str) -> TaskRecord: ...
-
-    async def update_status(
-        self,
-        id_or_business_id: str,
-        *,
-        status: TaskStatus,
-        progress: int | None = None,
-        video_url: str | None = None,
-        expires_at: int | None = None,
-        error_code: str | None = None,
-        error_message: str | None = None,
-    ) -> TaskRecord: ...
-
-    async def get(self, id_or_business_id: str) -> TaskRecord | None: ...
-
-    async def list(
-        self, *, status: str | None = None, limit: int = 20, before: float | None = None
-    ) -> builtins.list[TaskRecord]: ...
-
-    async def unsettled(self) -> builtins.list[TaskRecord]: ...
-
-    async def active(self) -> builtins.list[TaskRecord]: ...
-
-    async def find_recent_duplicate(self, fingerprint: str, within_seconds: float) -> TaskRecord | None: ...
-
-    async def get_upload(self, sha256: str, kind: str) -> UploadRecord | None: ...
-
-    async def put_upload(self, rec: UploadRecord) -> None: ...
-
-    async def record_download(
-        self, id_or_business_id: str, *, local_path: str, sha256: str, size_bytes: int
-    ) -> TaskRecord: ...
-
-    async def claim_download(
-        self, task_id: str, owner: str, ttl_seconds: float, *, holder_gone: Callable[[str], bool] | None = None
-    ) -> bool: ...
-
-    async def release_download(self, task_id: str, owner: str) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-# --- schema -----------------------------------------------------------------------
-
-# One table for submissions and tasks, keyed by OUR business id: the row exists before the
-# gateway has named the task, and a separate tasks table would need a two-table transaction
-# (and a join for every list) for what is a 1:1 relation. task_id is unique where present.
-# Each migration runs in one IMMEDIATE transaction together with the user_version bump, so
-# two processes starting at once cannot both apply it. Append only; never edit a shipped one.
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
-    (
-        f"PRAGMA application_id = {_APPLICATION_ID}",
-        """
-        CREATE TABLE tasks (
-            business_id   TEXT PRIMARY KEY,
-            task_id       TEXT,
-            model         TEXT NOT NULL,
-            mode          TEXT NOT NULL,
-            status        TEXT NOT NULL CHECK (status IN ('submitting', 'unconfirmed', 'rejected',
-                                                          'queued', 'in_progress', 'completed', 'failed')),
-            progress      INTEGER,
-            payload       TEXT NOT NULL,
-            fingerprint   TEXT NOT NULL,
-            created_at    REAL NOT NULL,
-            updated_at    REAL NOT NULL,
-            video_url     TEXT,
-            expires_at    INTEGER,
-            error_code    TEXT,
-            error_message TEXT,
-            local_path    TEXT,
-            sha256        TEXT,
-            size_bytes    INTEGER
-        )
-        """,
-        "CREATE UNIQUE INDEX tasks_task_id ON tasks (task_id) WHERE task_id IS NOT NULL",
-        "CREATE INDEX tasks_created ON tasks (created_at)",
-        "CREATE INDEX tasks_status_created ON tasks (status, created_at)",
-        "CREATE INDEX tasks_fingerprint ON tasks (fingerprint, created_at)",
-        """
-        CREATE TABLE uploads (
-            sha256     TEXT NOT NULL,
-            kind       TEXT NOT NULL CHECK (kind IN ('image', 'video')),
-            url        TEXT NOT NULL,
-            mime_type  TEXT NOT NULL,
-            size_bytes INTEGER NOT NULL,
-            width      INTEGER,
-            height     INTEGER,
-            created_at REAL NOT NULL,
-            changes    TEXT NOT NULL DEFAULT '[]',
-            PRIMARY KEY (sha256, kind)
-        ) WITHOUT ROWID
-        """,
-        """
-        CREATE TABLE download_leases (
-            task_id     TEXT PRIMARY KEY,
-            owner       TEXT NOT NULL,
-            acquired_at REAL NOT NULL,
-            expires_at  REAL NOT NULL
-        ) WITHOUT ROWID
-        """,
-    ),
-)
-
-#: The schema version this code writes; a file with a higher ``user_version`` is refused.
-SCHEMA_VERSION: Final = len(_MIGRATIONS)
-
-_TASK_COLUMNS: Final = (
-    "business_id, task_id, model, mode, status, progress, payload, fingerprint, created_at, updated_at, "
-    "video_url, expires_at, error_code, error_message, local_path, sha256, size_bytes"
-)
-
-
-def _list_sql(*, by_status: bool, paged: bool) -> str:
-    """The SQL behind :meth:`SqliteJournal.list`; a function so a test can EXPLAIN exactly it.
-
-    ``ORDER BY created_at DESC, rowid DESC`` is satisfied by walking ``tasks_created`` (or
-    ``tasks_status_created``) backwards, as an index entry ends with the rowid: no sort step,
-    so the cost is O(limit) however long the journal grows.
-    """
-    where: builtins.list[str] = []
-    if by_status:
-        where.append("status = :status")
-    if paged:
-        where.append("created_at < :before")
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    return f"SELECT {_TASK_COLUMNS} FROM tasks{clause} ORDER BY created_at DESC, rowid DESC LIMIT :limit"  # noqa: S608
 
 
 def _row_to_task(row: sqlite3.Row) -> TaskRecord:
@@ -313,12 +97,6 @@ def _row_to_upload(row: sqlite3.Row) -> UploadRecord:
         created_at=row["created_at"],
         changes=tuple(json.loads(row["changes"])),
     )
-
-
-def _check_status(status: str) -> None:
-    # A typo here would write a row the CHECK constraint rejects as a cryptic IntegrityError.
-    if status not in STATUSES:
-        raise ValueError(f"unknown task status {status!r}; allowed: {sorted(STATUSES)}")
 
 
 class SqliteJournal:
@@ -518,7 +296,7 @@ class SqliteJournal:
         A ``rejected`` row is revived: a task id is proof the gateway did accept the job, and
         a paid job must never stay hidden behind a wrong "nothing was billed".
         """
-        _check_status(status)
+        check_status(status)
         if not task_id:
             raise ValueError("task_id must be a non-empty string")
 
@@ -557,7 +335,7 @@ class SqliteJournal:
                 values.update(status=status, error_code=None, error_message=None)
                 values["progress"] = progress if progress is not None else row["progress"]
             else:
-                values.update(_merge_status(row, status=status, progress=progress))
+                values.update(merge(_row_to_task(row), Observation(status=status, progress=progress)))
             self._set(conn, rid, values)
             return self._reload(conn, rid)
 
@@ -606,46 +384,24 @@ class SqliteJournal:
 
     # --- status -------------------------------------------------------------------
 
-    async def update_status(
-        self,
-        id_or_business_id: str,
-        *,
-        status: TaskStatus,
-        progress: int | None = None,
-        video_url: str | None = None,
-        expires_at: int | None = None,
-        error_code: str | None = None,
-        error_message: str | None = None,
-    ) -> TaskRecord:
-        """Fold one observation of the task into its row, monotonically.
+    async def observe(self, id_or_business_id: str, news: Observation) -> TaskRecord:
+        """Fold one observation of the task into its row with :func:`merge` (the monotonic rules).
 
-        Observations arrive out of order (several waiters, replicas, retried polls), so the
-        row only moves forward: status never goes back (and a terminal one never changes),
-        progress never decreases, and ``None`` means "no news", never "erase": a completed
-        row keeps its URL. A repeated terminal observation may refresh non-empty fields
-        (e.g. a re-signed URL with a later expiry). Unknown id: ``WanError(NOT_FOUND)``.
+        Unknown id: ``WanError(NOT_FOUND)``. A terminal status is written durably (fsync): it
+        ends polling and billing questions.
         """
-        _check_status(status)
+        check_status(news.status)
 
         def update(conn: sqlite3.Connection) -> TaskRecord:
             row = self._require_task(conn, id_or_business_id)
             rid = int(row["rid"])
-            values = _merge_status(
-                row,
-                status=status,
-                progress=progress,
-                video_url=video_url,
-                expires_at=expires_at,
-                error_code=error_code,
-                error_message=error_message,
-            )
+            values = merge(_row_to_task(row), news)
             if values:
                 values["updated_at"] = self._clock()
                 self._set(conn, rid, values)
             return self._reload(conn, rid)
 
-        # A terminal status is worth an fsync: it ends polling and billing questions.
-        return await self._transaction(update, durable=status in TERMINAL)
+        return await self._transaction(update, durable=news.status in TERMINAL)
 
     # --- reads --------------------------------------------------------------------
 
@@ -857,184 +613,3 @@ class SqliteJournal:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-
-# --- status folding ---------------------------------------------------------------
-
-
-def _merge_status(row: sqlite3.Row, *, status: str, progress: int | None, **fields: object) -> dict[str, object]:
-    """The column changes one observation makes to a row, under the monotonic rules.
-
-    Returns only columns that change, so an empty dict means "stale or repeated news".
-    """
-    current = row["status"]
-    changes: dict[str, object] = {}
-    if current in TERMINAL:
-        if status != current:
-            return {}  # a terminal row never changes status, nor takes a contradicting story
-        # Same terminal state again: allow filling/refreshing non-empty fields only.
-        for name, value in fields.items():
-            if value is not None and value != row[name]:
-                changes[name] = value
-        if progress is not None and (row["progress"] is None or progress > row["progress"]):
-            changes["progress"] = progress
-        return changes
-    if _RANK[status] >= _RANK[current] and status != current:
-        changes["status"] = status
-        if status == "completed":
-            # Any error noted on the way (e.g. an unconfirmed create) is moot now.
-            changes.update(error_code=None, error_message=None)
-    if progress is not None and (row["progress"] is None or progress > row["progress"]):
-        changes["progress"] = progress
-    if _RANK[status] >= _RANK[current]:
-        for name, value in fields.items():
-            if value is not None and value != row[name]:
-                changes[name] = value
-    return changes
-
-
-# --- connection set-up and error translation --------------------------------------
-
-_HINT_CORRUPT = (
-    "the file is corrupt: move it aside (e.g. rename it to '{name}.corrupt') and restart wan-mcp, which "
-    "starts a fresh journal; tasks already submitted can be recovered by id from the gateway "
-    "with get_task_status"
-)
-_HINT_LOCKED = (
-    "another process holds a lock on the journal (probably a second wan-mcp using the same data dir); "
-    "retry in a moment, or give each server its own WAN_MCP_DATA_DIR"
-)
-_HINT_UNWRITABLE = (
-    "check that the directory exists and is writable by this user and the disk is not full, "
-    "or set WAN_MCP_DATA_DIR to a writable directory"
-)
-
-
-def _translate(exc: sqlite3.Error, path: Path, busy_timeout: float) -> WanError:
-    """Turn a sqlite3 failure into the one error type, with the file and the fix in it."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
-    detail = str(exc)
-    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or (
-        primary is None and ("not a database" in detail or "malformed" in detail)
-    ):
-        return WanError(
-            ErrorCode.JOURNAL,
-            f"the task journal {path} is corrupt or not a SQLite database ({detail})",
-            hint=_HINT_CORRUPT.format(name=path.name),
-        )
-    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (primary is None and "locked" in detail):
-        return WanError(
-            ErrorCode.JOURNAL,
-            f"the task journal {path} stayed locked for more than {busy_timeout:g}s ({detail})",
-            hint=_HINT_LOCKED,
-        )
-    if primary in (
-        sqlite3.SQLITE_READONLY,
-        sqlite3.SQLITE_CANTOPEN,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_PERM,
-        sqlite3.SQLITE_AUTH,
-    ):
-        return WanError(ErrorCode.JOURNAL, f"cannot write the task journal {path} ({detail})", hint=_HINT_UNWRITABLE)
-    return WanError(
-        ErrorCode.JOURNAL,
-        f"the task journal {path} failed: {detail}",
-        hint=f"restart wan-mcp; if this repeats, {_HINT_CORRUPT.format(name=path.name)}",
-    )
-
-
-def _secure_file(path: Path) -> None:
-    """Create the DB file 0600 before SQLite does: it holds every prompt the user wrote.
-
-    SQLite gives the -wal/-shm files the main file's mode, so securing this one suffices;
-    an existing file with looser permissions (older version, copied in) is tightened.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        if os.name == "posix" and stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-
-
-def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
-    """Open, configure and migrate; blocking, so it runs on a worker thread."""
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _secure_file(path)
-    conn = sqlite3.connect(
-        path,
-        timeout=busy_timeout,
-        isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-        check_same_thread=False,  # used from anyio worker threads, serialised by our lock
-    )
-    try:
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        # The first statement that reads the file: garbage bytes fail here as NOTADB.
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise WanError(
-                ErrorCode.JOURNAL,
-                f"the task journal {path} cannot use write-ahead logging (journal_mode={mode})",
-                hint="put WAN_MCP_DATA_DIR on a local disk (network file systems cannot share WAL journals)",
-            )
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        _migrate(conn, path)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _check_identity(conn: sqlite3.Connection, path: Path, version: int) -> None:
-    """Refuse a file from a newer wan-mcp or from another application before touching it."""
-    if version > SCHEMA_VERSION:
-        raise WanError(
-            ErrorCode.JOURNAL,
-            f"the task journal {path} has schema version {version}, newer than this wan-mcp understands "
-            f"({SCHEMA_VERSION})",
-            hint="upgrade wan-mcp, or set WAN_MCP_DATA_DIR to another directory; do not delete the file, "
-            "it lists tasks that were paid for",
-        )
-    app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
-    foreign = app_id not in (0, _APPLICATION_ID)
-    if not foreign and version == 0:
-        # An un-migrated file must be empty; tables in it mean someone else's database.
-        foreign = conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is not None
-    if foreign:
-        raise WanError(
-            ErrorCode.JOURNAL,
-            f"{path} is a SQLite database but not a wan-mcp task journal",
-            hint="point WAN_MCP_DATA_DIR at a directory of its own; wan-mcp will not modify this file",
-        )
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Apply pending migrations, each atomically with its ``user_version`` bump.
-
-    Runs on every open, also for an up-to-date file: the IMMEDIATE transaction is what
-    makes the version/identity check race-free against a second process starting.
-    """
-    while True:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Read under the write lock: another process may be migrating at the same moment,
-            # and identity checks must see one consistent snapshot.
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            _check_identity(conn, path, version)
-            if version == SCHEMA_VERSION:
-                conn.execute("COMMIT")
-                return
-            for statement in _MIGRATIONS[version]:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):  # keep the original error
-                    conn.execute("ROLLBACK")
-            raise

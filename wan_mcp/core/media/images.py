@@ -31,7 +31,6 @@ __all__ = [
     "MIN_SIDE",
     "PreparedImage",
     "prepare_image",
-    "sniff_video",
 ]
 
 MIN_SIDE = 360
@@ -267,16 +266,3 @@ def prepare_image(data: bytes, *, field: str = "image", max_bytes: int = 10 * 10
         source_sha256=source_sha,
         changes=tuple(changes),
     )
-
-
-def sniff_video(data: bytes) -> str | None:
-    """The container type by magic bytes; names and extensions are never trusted."""
-    head = data[:64]
-    if len(head) >= 12 and head[4:8] == b"ftyp":
-        brand = head[8:12]
-        return "video/quicktime" if brand == b"qt  " else "video/mp4"
-    if len(head) >= 8 and head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"):
-        return "video/quicktime"
-    if head[:4] == b"\x1a\x45\xdf\xa3" and b"webm" in data[:4096]:
-        return "video/webm"
-    return None

@@ -1,0 +1,67 @@
+"""The journal's contract: what every backend guarantees, method by method.
+
+SQLite (:mod:`.sqlite`) is the embedded default and the reference semantics; a backend for
+several replicas (PostgreSQL) implements the same protocol and must pass the same contract
+tests. Common to all: a write is durable when the call returns; rows change only through
+:func:`~wan_mcp.core.journal.records.merge` (status never goes back, a terminal row never
+changes status, progress never decreases, a completed row keeps its URL); ids may be the
+gateway's task id or our business id.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from wan_mcp.core.journal.records import Observation, TaskRecord, TaskStatus, UploadRecord
+
+__all__ = ["TaskJournal"]
+
+
+class TaskJournal(Protocol):
+    """What the service and tracker need from durable state."""
+
+    async def record_submission(
+        self, *, business_id: str, model: str, mode: str, payload: dict[str, Any], fingerprint: str
+    ) -> TaskRecord: ...
+
+    async def attach_task(
+        self, business_id: str, *, task_id: str, status: TaskStatus, progress: int | None = None
+    ) -> TaskRecord: ...
+
+    async def mark_unconfirmed(self, business_id: str, *, error_code: str, error_message: str) -> TaskRecord: ...
+
+    async def mark_rejected(self, business_id: str, *, error_code: str, error_message: str) -> TaskRecord: ...
+
+    async def observe(self, id_or_business_id: str, news: Observation) -> TaskRecord:
+        """Fold ``news`` into the row with ``merge()`` atomically; return the row as now stored."""
+        ...
+
+    async def get(self, id_or_business_id: str) -> TaskRecord | None: ...
+
+    async def list(
+        self, *, status: str | None = None, limit: int = 20, before: float | None = None
+    ) -> builtins.list[TaskRecord]: ...
+
+    async def unsettled(self) -> builtins.list[TaskRecord]: ...
+
+    async def active(self) -> builtins.list[TaskRecord]: ...
+
+    async def find_recent_duplicate(self, fingerprint: str, within_seconds: float) -> TaskRecord | None: ...
+
+    async def get_upload(self, sha256: str, kind: str) -> UploadRecord | None: ...
+
+    async def put_upload(self, rec: UploadRecord) -> None: ...
+
+    async def record_download(
+        self, id_or_business_id: str, *, local_path: str, sha256: str, size_bytes: int
+    ) -> TaskRecord: ...
+
+    async def claim_download(
+        self, task_id: str, owner: str, ttl_seconds: float, *, holder_gone: Callable[[str], bool] | None = None
+    ) -> bool: ...
+
+    async def release_download(self, task_id: str, owner: str) -> None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,149 @@
+"""What the journal stores, and the rules by which a row may change: pure, no I/O.
+
+:func:`merge` is the whole of "status never goes back": every backend applies it to fold an
+observation into a row, and the tracker uses it to tell news from a repeat, so the rules
+cannot differ between the two (nor between SQLite and a second backend).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal, get_args
+
+__all__ = [
+    "ACTIVE",
+    "STATUSES",
+    "STATUS_ORDER",
+    "TERMINAL",
+    "UNSETTLED",
+    "Observation",
+    "TaskRecord",
+    "TaskStatus",
+    "UploadKind",
+    "UploadRecord",
+    "check_status",
+    "merge",
+]
+
+TaskStatus = Literal["submitting", "unconfirmed", "rejected", "queued", "in_progress", "completed", "failed"]
+UploadKind = Literal["image", "video"]
+
+#: Every status, in lifecycle order (the one list: list_tasks' schema and errors use it).
+STATUS_ORDER: Final[tuple[str, ...]] = get_args(TaskStatus)
+STATUSES: Final[frozenset[str]] = frozenset(STATUS_ORDER)
+#: No further change is expected upstream; a row in one of these never leaves it.
+TERMINAL: Final[frozenset[str]] = frozenset({"completed", "failed", "rejected"})
+#: The POST outcome is not known yet: reconcile these by business id at start-up.
+UNSETTLED: Final[frozenset[str]] = frozenset({"submitting", "unconfirmed"})
+#: A task exists upstream and is still running: the tracker resumes polling these.
+ACTIVE: Final[frozenset[str]] = frozenset({"queued", "in_progress"})
+
+# Status only moves forward. A stale poll (another replica, a lagging gateway cache) must
+# not turn "in_progress" back into "queued", and nothing leaves a terminal state.
+RANK: Final[Mapping[str, int]] = {
+    "submitting": 0,
+    "unconfirmed": 0,
+    "queued": 1,
+    "in_progress": 2,
+    "completed": 3,
+    "failed": 3,
+    "rejected": 3,
+}
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One submission and, once the gateway answered, its task: everything an agent may ask later."""
+
+    business_id: str
+    task_id: str | None
+    model: str
+    mode: str
+    status: TaskStatus
+    progress: int | None
+    payload: dict[str, Any]  # the exact wire body sent (it contains no secrets)
+    fingerprint: str  # hash of the canonical request, for duplicate detection
+    created_at: float  # unix seconds
+    updated_at: float  # unix seconds
+    video_url: str | None
+    expires_at: int | None
+    error_code: str | None
+    error_message: str | None
+    local_path: str | None
+    sha256: str | None
+    size_bytes: int | None
+
+    @property
+    def id(self) -> str:
+        """The id an agent should use: the gateway's once known, else ours (still resolvable)."""
+        return self.task_id or self.business_id
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """A file already uploaded, keyed by content hash so the same bytes are never paid for twice."""
+
+    sha256: str
+    kind: UploadKind
+    url: str
+    mime_type: str
+    size_bytes: int
+    width: int | None
+    height: int | None
+    created_at: float
+    changes: tuple[str, ...]  # what we did to the file before uploading (e.g. "converted HEIC to JPEG")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One sighting of a task's state (a poll, a reconcile, a create answer). ``None`` = no news."""
+
+    status: TaskStatus
+    progress: int | None = None
+    video_url: str | None = None
+    expires_at: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+_NEWS_FIELDS: Final = ("video_url", "expires_at", "error_code", "error_message")
+
+
+def merge(row: TaskRecord, news: Observation) -> dict[str, Any]:
+    """The field changes ``news`` makes to ``row`` under the monotonic rules; ``{}`` = stale or repeated.
+
+    Observations arrive out of order (several waiters, replicas, retried polls), so a row
+    only moves forward: the status never goes back and a terminal one never changes (nor
+    takes a contradicting story); progress never decreases; ``None`` means "no news", never
+    "erase" (a completed row keeps its URL). A repeated terminal observation may fill or
+    refresh non-empty fields (e.g. a re-signed URL with a later expiry). Reaching
+    ``completed`` clears an error noted on the way (e.g. an unconfirmed create).
+    """
+    current = row.status
+    changes: dict[str, Any] = {}
+    if current in TERMINAL and news.status != current:
+        return changes
+    moves_forward = RANK[news.status] >= RANK[current]
+    if current not in TERMINAL and moves_forward and news.status != current:
+        changes["status"] = news.status
+        if news.status == "completed":
+            changes.update(error_code=None, error_message=None)
+    if news.progress is not None and (row.progress is None or news.progress > row.progress):
+        changes["progress"] = news.progress
+    if moves_forward:
+        for name in _NEWS_FIELDS:
+            value = getattr(news, name)
+            if value is not None and value != getattr(row, name):
+                changes[name] = value
+    return changes
+
+
+def check_status(status: str) -> None:
+    """Refuse an unknown status before it reaches storage (a typo would write a broken row)."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown task status {status!r}; allowed: {sorted(STATUSES)}")

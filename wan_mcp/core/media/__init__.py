@@ -1,0 +1,24 @@
+"""Media work on untrusted bytes: images made fit for Wan (:mod:`.images`) and result videos
+checked, probed and given a poster frame (:mod:`.video`). Everything here is blocking: callers
+run it through :func:`wan_mcp.core.offload.run_sync`."""
+
+from wan_mcp.core.media.images import PreparedImage, prepare_image
+from wan_mcp.core.media.video import (
+    VideoDescriber,
+    VideoInfo,
+    poster_frame,
+    probe_video,
+    sniff_video,
+    video_problem,
+)
+
+__all__ = [
+    "PreparedImage",
+    "VideoDescriber",
+    "VideoInfo",
+    "poster_frame",
+    "prepare_image",
+    "probe_video",
+    "sniff_video",
+    "video_problem",
+]
