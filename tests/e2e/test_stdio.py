@@ -60,6 +60,7 @@ async def test_tools_list_states_the_rules_within_the_context_budget(
         if not p.get("_meta"):
             p.pop("_meta", None)
     size = len(json.dumps(payload, separators=(",", ":")))
+    print(f"tools/list: {size} bytes")
     assert size <= 6000, f"tools/list is {size} bytes"
 
 

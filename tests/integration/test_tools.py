@@ -13,6 +13,7 @@ import anyio
 import pytest
 from mcp import Client
 
+from tests.helpers import ok as data
 from tests.helpers import simulator_settings, text
 from wan_mcp.config import Settings, load_settings
 from wan_mcp.server.app import build_server
@@ -50,12 +51,6 @@ def make_settings(sim: SimulatorServer, tmp: Path, **kw: Any) -> Settings:
 async def client(fresh: SimulatorServer, tmp_path: Path) -> AsyncIterator[Client]:
     async with Client(build_server(make_settings(fresh, tmp_path))) as c:
         yield c
-
-
-def data(result: Any) -> dict[str, Any]:
-    assert not result.is_error, result.content[0].text
-    out: dict[str, Any] = result.structured_content
-    return out
 
 
 async def test_generate_with_wait_returns_the_downloaded_video(client: Client, fresh: SimulatorServer) -> None:
