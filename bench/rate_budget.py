@@ -20,7 +20,7 @@ from mcp import Client
 
 from bench.common import Row
 from wan_mcp.config import load_settings
-from wan_mcp.server.app import build_server
+from wan_mcp.server.app import build_server, quiet_third_party_loggers
 from wan_mcp.simulator.harness import SimulatorServer
 
 KEY = "sk-bench-rate-0123456789"
@@ -37,6 +37,7 @@ async def measure(
     workdir: Path, *, tasks: int = 1000, budget: float = 50.0, window: float = 24.0
 ) -> tuple[list[Row], list[str]]:
     samples: list[tuple[float, int]] = []
+    quiet_third_party_loggers()  # 1,000 INFO lines per second of HTTP requests would drown the table
     with SimulatorServer(job_seconds=3600, seed=5, api_keys={KEY}) as sim:
         settings = load_settings(
             base_url=sim.base_url,
