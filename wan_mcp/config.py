@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     read_timeout: float = Field(default=60.0, gt=0, description="Seconds without a byte from upstream.")
     write_timeout: float = Field(default=60.0, gt=0, description="Seconds to send a request body upstream.")
     pool_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a free connection.")
+    request_deadline_seconds: float = Field(
+        default=120.0, gt=0, le=3600, description="Cap on one whole exchange with the gateway (slow drips end)."
+    )
     retry_attempts: int = Field(default=4, ge=1, le=10, description="Attempts for reads and uploads.")
     retry_total_seconds: float = Field(default=30.0, gt=0, description="Time budget for those attempts.")
 

@@ -372,7 +372,7 @@ async def test_terminal_rows_never_regress(journal: SqliteJournal) -> None:
     await submit(journal, "biz-c")
     await journal.attach_task("biz-c", task_id="t-c", status="queued")
     done = await journal.observe(
-        "t-c", Observation(status="completed", progress=100, video_url="https://cdn/c.mp4", expires_at=100)
+        "t-c", Observation(status="completed", progress=100, video_url="https://cdn/c.mp4", expires_at=1_800_000_100)
     )
     for stale in ("queued", "in_progress", "submitting", "unconfirmed", "failed"):
         rec = await journal.observe("t-c", Observation(status=stale, progress=3, error_code="boom"))
@@ -381,8 +381,10 @@ async def test_terminal_rows_never_regress(journal: SqliteJournal) -> None:
     rec = await journal.observe("t-c", Observation(status="completed", video_url=None))
     assert rec.video_url == "https://cdn/c.mp4"
     # ... and a re-signed url with a later expiry refreshes it.
-    rec = await journal.observe("t-c", Observation(status="completed", video_url="https://cdn/c2.mp4", expires_at=200))
-    assert (rec.video_url, rec.expires_at, rec.progress) == ("https://cdn/c2.mp4", 200, 100)
+    rec = await journal.observe(
+        "t-c", Observation(status="completed", video_url="https://cdn/c2.mp4", expires_at=1_800_000_200)
+    )
+    assert (rec.video_url, rec.expires_at, rec.progress) == ("https://cdn/c2.mp4", 1_800_000_200, 100)
 
     await submit(journal, "biz-f")
     await journal.attach_task("biz-f", task_id="t-f", status="in_progress")

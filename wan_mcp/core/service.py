@@ -186,20 +186,27 @@ class VideoService:
             if err.code in _DEFINITE_REJECTIONS:
                 await self._journal.mark_rejected(business_id, error_code=err.code.value, error_message=err.message)
                 raise
-            await self._journal.mark_unconfirmed(business_id, error_code=err.code.value, error_message=err.message)
-            raise WanError(
-                ErrorCode.SUBMISSION_UNCONFIRMED,
-                f"the gateway did not confirm the submission ({err.message})",
-                task_id=business_id,
-                hint=f"do NOT resubmit yet: call get_task_status(task_id='{business_id}') in a minute; it finds "
-                "the task if the gateway created it, or says it is safe to submit again",
-            ) from err
+            raise await self._unconfirmed(business_id, err.code.value, err.message) from err
+        except Exception as exc:  # anything unforeseen after the POST may have left: the same promise
+            log.exception("create %s failed unexpectedly", business_id)
+            raise await self._unconfirmed(business_id, "protocol", type(exc).__name__) from None
         record = await self._journal.attach_task(
             business_id, task_id=task.id, status=task.state.value, progress=task.progress
         )
         if task.terminal:
             record = await self._journal.observe(task.id, observation_of(task))
         return record
+
+    async def _unconfirmed(self, business_id: str, code: str, why: str) -> WanError:
+        """Journal an unknown create outcome; the error tells the agent to look, not to resubmit."""
+        await self._journal.mark_unconfirmed(business_id, error_code=code, error_message=why)
+        return WanError(
+            ErrorCode.SUBMISSION_UNCONFIRMED,
+            f"the gateway did not confirm the submission ({why})",
+            task_id=business_id,
+            hint=f"do NOT resubmit yet: call get_task_status(task_id='{business_id}') in a minute; it finds "
+            "the task if the gateway created it, or says it is safe to submit again",
+        )
 
     async def _resolve_media(self, v: ValidatedRequest) -> tuple[str | None, list[str]]:
         image_url = None

@@ -300,6 +300,11 @@ class TaskTracker:
                     watch.fatal = err
                     watch.publish(watch.record)
                     break
+                except Exception:
+                    # A bug or a hostile answer nobody classified: one poll is lost, never the
+                    # tracker's task group (and with it the whole server and every other watch).
+                    log.exception("status poll for %s failed unexpectedly; backing off", key)
+                    watch.errors += 1
         finally:
             watch.running = False
             if watch.waiters <= 0 and self._watches.get(key) is watch:

@@ -16,7 +16,13 @@ from wan_mcp.core.journal import TERMINAL, TaskRecord
 
 
 def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    """ISO 8601 UTC, or None for a time no calendar can show (total: never raises)."""
+    if ts is None:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 class ErrorInfo(BaseModel):

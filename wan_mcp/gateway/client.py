@@ -39,6 +39,7 @@ from wan_mcp import __version__
 from wan_mcp.config import Settings
 from wan_mcp.errors import ErrorCode, WanError, redact, register_secret
 from wan_mcp.gateway.wire import (
+    MAX_JSON_BYTES,
     Balance,
     GatewayTask,
     UploadedFile,
@@ -48,6 +49,7 @@ from wan_mcp.gateway.wire import (
     parse_retry_after,
     parse_task,
     parse_upload,
+    protocol_error,
 )
 
 __all__ = [
@@ -146,23 +148,44 @@ class RetryPolicy:
     max_delay: float = 8.0
     reconcile_checks: int = 3
     reconcile_interval: float = 1.0
+    #: One exchange (connect, send, the whole answer) never takes longer than this: a gateway
+    #: dripping a byte every few seconds would otherwise hold a call (and a shielded create) forever.
+    attempt_seconds: float = 120.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError("attempts must be at least 1")
         if self.reconcile_checks < 1:
             raise ValueError("reconcile_checks must be at least 1")
+        if self.attempt_seconds <= 0:
+            raise ValueError("attempt_seconds must be positive")
         if min(self.total_seconds, self.base_delay, self.max_delay, self.reconcile_interval) < 0:
             raise ValueError("retry durations must not be negative")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(attempts=settings.retry_attempts, total_seconds=settings.retry_total_seconds)
+        return cls(
+            attempts=settings.retry_attempts,
+            total_seconds=settings.retry_total_seconds,
+            attempt_seconds=settings.request_deadline_seconds,
+        )
 
     def backoff(self, retry_index: int) -> float:
         """Delay before retry number ``retry_index`` (0-based), full jitter."""
         cap = min(self.max_delay, self.base_delay * 2 ** min(retry_index, 30))
         return random.uniform(0.0, cap)
+
+
+async def _read_capped(response: httpx2.Response, limit: int) -> tuple[bytes, bool]:
+    """The body, read until ``limit`` bytes; True when more was coming (the rest is never read)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks)[:limit], True
+    return b"".join(chunks), False
 
 
 class _Kind(Enum):
@@ -443,10 +466,24 @@ class GatewayClient:
         """One HTTP exchange, classified by what it proves about the gateway's state."""
         headers = {"Authorization": f"Bearer {self._key()}", "Accept": "application/json"}
         started = self._clock()
+        deadline = self._retry.attempt_seconds
         try:
-            response = await self._http.request(
-                method, self._base_url + path, json=json_body, files=files, headers=headers
+            with anyio.fail_after(deadline):
+                async with self._http.stream(
+                    method, self._base_url + path, json=json_body, files=files, headers=headers
+                ) as response:
+                    status = response.status_code
+                    content, oversized = await _read_capped(response, MAX_JSON_BYTES)
+                    retry_after = parse_retry_after(response.headers.get("retry-after"))
+                    location = response.headers.get("location")
+        except TimeoutError:
+            error = WanError(
+                ErrorCode.TIMEOUT,
+                f"the gateway at {self._base_url} did not finish answering within {deadline:g}s",
+                hint="try again; if it keeps happening the gateway is overloaded (raise "
+                "WAN_MCP_REQUEST_DEADLINE_SECONDS only for very slow links)",
             )
+            raise _AttemptFailed(error, _Kind.AMBIGUOUS) from None
         except httpx2.RequestError as exc:
             error, kind = self._transport_failure(exc)
             logger.debug(
@@ -458,7 +495,6 @@ class GatewayClient:
                 self._clock() - started,
             )
             raise _AttemptFailed(error, kind) from None
-        status = response.status_code
         logger.debug(
             "gateway %s %s -> %d attempt=%d elapsed=%.3fs",
             method,
@@ -470,20 +506,23 @@ class GatewayClient:
 
         if 200 <= status < 300:
             try:
-                return parse(decode_json(response.content))
+                if oversized:
+                    raise protocol_error(f"the answer is over the {MAX_JSON_BYTES:,}-byte limit for JSON")
+                return parse(decode_json(content))
             except WanError as err:
                 # A garbled success may still mean the gateway acted (create) or be a
                 # transient proxy hiccup (reads); a well-formed refusal is final.
                 raise _AttemptFailed(err, _Kind.AMBIGUOUS if err.code is ErrorCode.PROTOCOL else _Kind.FINAL) from None
+            except Exception as exc:  # a parser bug on a hostile body: never a crash, never a lost task
+                logger.warning("gateway %s answer could not be read (%s)", op, type(exc).__name__)
+                raise _AttemptFailed(protocol_error("the answer could not be read"), _Kind.AMBIGUOUS) from None
 
         try:
-            body: object = decode_json(response.content) if response.content else None
+            body: object = decode_json(content) if content and not oversized else None
         except WanError:
             body = None
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
         error = error_from_response(status, body, retry_after=retry_after, upload=upload)
         if 300 <= status < 400:
-            location = response.headers.get("location")
             if location:
                 error = _amend(error, f"redirect to {_scrub(location)}")
             raise _AttemptFailed(error, _Kind.FINAL)

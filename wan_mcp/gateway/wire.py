@@ -26,6 +26,7 @@ from typing import Any
 from wan_mcp.errors import ErrorCode, WanError
 
 __all__ = [
+    "MAX_JSON_BYTES",
     "NO_RESULT_URL",
     "Balance",
     "GatewayTask",
@@ -38,6 +39,9 @@ __all__ = [
     "parse_retry_after",
     "parse_task",
     "parse_upload",
+    "protocol_error",
+    "unix_seconds",
+    "upstream_text",
 ]
 
 #: ``error_code`` we give a task the gateway called ``completed`` but left without a file.
@@ -45,6 +49,14 @@ NO_RESULT_URL = "no_result_url"
 
 #: Longest upstream message we quote; gateway HTML error pages can be huge.
 _MAX_QUOTE = 500
+#: Largest JSON body we parse (a task or error object is a few hundred bytes).
+MAX_JSON_BYTES = 1024 * 1024
+#: Deepest JSON nesting we accept (documented bodies nest 4 levels).
+_MAX_DEPTH = 32
+#: A plausible Unix time lies in this window (2000-01-01 .. 2100-01-01); anything else is a unit error.
+_SANE_SECONDS = (946_684_800.0, 4_102_444_800.0)
+#: ANSI/VT escape sequences (CSI, OSC, two-character escapes): a terminal would obey them.
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
 
 _AUTH_HINT = (
     "check WAN_MCP_API_KEY (a ToAPIs key, sk-...) and the region: keys from toapis.cn only work "
@@ -179,25 +191,30 @@ def _str(value: object) -> str | None:
 
 
 def _num(value: object) -> float | None:
-    if isinstance(value, bool):
+    """A finite number, or None; never raises (a 400-digit integer overflows a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return None
-        return number if math.isfinite(number) else None
-    return None
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
-def _timestamp(value: object) -> float | None:
-    """Unix seconds; values that can only be milliseconds (year > 5000) are scaled down."""
+def unix_seconds(value: object) -> float | None:
+    """Unix seconds. Milli-, micro- and nanoseconds are scaled down; an implausible time is None.
+
+    Stored as is, a microsecond ``expires_at`` once read as the year 57877 and broke every
+    view of the task; a value that is no time at all must simply count as absent.
+    """
     number = _num(value)
     if number is None or number <= 0:
         return None
-    return number / 1000.0 if number > 1e11 else number
+    for scale in (1.0, 1e3, 1e6, 1e9):
+        seconds = number / scale
+        if _SANE_SECONDS[0] <= seconds <= _SANE_SECONDS[1]:
+            return seconds
+    return None
 
 
 def _progress(value: object) -> int | None:
@@ -215,9 +232,21 @@ def _http_url(value: object) -> str | None:
     return None
 
 
-def _quote(text: str) -> str:
-    text = " ".join(text.split())
+def upstream_text(text: str) -> str:
+    """Gateway text made safe to show: escapes and control characters gone, whitespace folded, capped.
+
+    Upstream text can be anything (an HTML page, a terminal escape, an instruction planted
+    for the model), so it is cleaned here and always presented quoted, as data (:func:`_quote`).
+    """
+    text = _ESCAPES.sub("", text)
+    text = "".join(ch if ch.isprintable() or ch.isspace() else " " for ch in text)
+    text = " ".join(text.split()).replace('"', "'")
     return text if len(text) <= _MAX_QUOTE else text[: _MAX_QUOTE - 1] + "…"
+
+
+def _quote(text: str) -> str:
+    """Upstream text as a quotation: ``gateway said "..."``, never words of our own."""
+    return f'gateway said "{upstream_text(text)}"'
 
 
 def _first(value: object) -> Mapping[str, Any] | None:
@@ -229,7 +258,7 @@ def _first(value: object) -> Mapping[str, Any] | None:
     return None
 
 
-def _protocol(what: str) -> WanError:
+def protocol_error(what: str) -> WanError:
     return WanError(
         ErrorCode.PROTOCOL,
         f"the gateway sent an unexpected response: {what}",
@@ -240,29 +269,47 @@ def _protocol(what: str) -> WanError:
 # --- bodies -------------------------------------------------------------------------
 
 
+def _depth(value: object) -> int:
+    """Nesting depth of decoded JSON, iteratively (no recursion to overflow)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            if level > _MAX_DEPTH:
+                break
+            stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
 def decode_json(content: bytes) -> object:
-    """Parse a body; non-JSON or truncated bodies are ``PROTOCOL`` errors, never crashes."""
+    """Parse a body; oversized, non-JSON, too deep or truncated bodies are ``PROTOCOL`` errors, never crashes."""
+    if len(content) > MAX_JSON_BYTES:
+        raise protocol_error(f"the body is {len(content):,} bytes, over the {MAX_JSON_BYTES:,}-byte limit for JSON")
     try:
-        return json.loads(content)
-    except (ValueError, UnicodeDecodeError):
-        snippet = content[:80].decode("utf-8", "replace")
-        raise _protocol(f"the body is not valid JSON ({len(content)} bytes, starting {snippet!r})") from None
+        decoded = json.loads(content)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        snippet = upstream_text(content[:80].decode("utf-8", "replace"))
+        raise protocol_error(f"the body is not valid JSON ({len(content)} bytes, starting '{snippet}')") from None
+    if _depth(decoded) > _MAX_DEPTH:
+        raise protocol_error(f"the JSON nests deeper than {_MAX_DEPTH} levels")
+    return decoded
 
 
 def parse_task(body: object) -> GatewayTask:
     """Read a task from a create or status response, in any documented shape."""
     if not isinstance(body, Mapping):
-        raise _protocol("a task response is not a JSON object")
+        raise protocol_error("a task response is not a JSON object")
     obj: Mapping[str, Any] = body
     # Old APIMart-style create envelope: {"code":200,"data":[{"status":"submitted","task_id":...}]}
     if "id" not in obj and "task_id" not in obj and "data" in obj:
         inner = _first(obj.get("data"))
         if inner is None:
-            raise _protocol("the create envelope has no task in 'data'")
+            raise protocol_error("the create envelope has no task in 'data'")
         obj = inner
     task_id = _str(obj.get("id")) or _str(obj.get("task_id"))
     if task_id is None:
-        raise _protocol("the task has no 'id'")
+        raise protocol_error("the task has no 'id'")
 
     raw_status = _str(obj.get("status")) or ""
     state = _STATUS_MAP.get(raw_status.lower(), TaskState.IN_PROGRESS)
@@ -307,9 +354,9 @@ def parse_task(body: object) -> GatewayTask:
         raw_status=raw_status,
         progress=_progress(obj.get("progress")),
         model=_str(obj.get("model")),
-        created_at=_timestamp(obj.get("created_at")),
-        completed_at=_timestamp(obj.get("completed_at")),
-        expires_at=_timestamp(obj.get("expires_at")),
+        created_at=unix_seconds(obj.get("created_at")),
+        completed_at=unix_seconds(obj.get("completed_at")),
+        expires_at=unix_seconds(obj.get("expires_at")),
         video_url=video_url,
         video_format=video_format,
         error_code=error_code,
@@ -349,14 +396,14 @@ def parse_upload(body: object, *, http_status: int | None = None) -> UploadedFil
     so it is raised as ``INVALID_FILE``/``INVALID_REQUEST`` rather than retried.
     """
     if not isinstance(body, Mapping):
-        raise _protocol("an upload response is not a JSON object")
+        raise protocol_error("an upload response is not a JSON object")
     if body.get("success") is False:
         raise _upload_failure(_str(body.get("message")), http_status)
     data = body.get("data")
     source: Mapping[str, Any] = data if isinstance(data, Mapping) else body
     url = _http_url(source.get("url"))
     if url is None:
-        raise _protocol("the upload succeeded but the response has no file URL (data.url)")
+        raise protocol_error("the upload succeeded but the response has no file URL (data.url)")
     size = _num(source.get("size"))
     return UploadedFile(
         url=url,
@@ -369,16 +416,16 @@ def parse_upload(body: object, *, http_status: int | None = None) -> UploadedFil
 def parse_balance(body: object) -> Balance:
     """Read ``GET /v1/user/balance`` (flat, or wrapped in ``data``)."""
     if not isinstance(body, Mapping):
-        raise _protocol("a balance response is not a JSON object")
+        raise protocol_error("a balance response is not a JSON object")
     if body.get("success") is False:
-        raise _protocol(f"the balance request failed: {_quote(_str(body.get('message')) or 'no reason')}")
+        raise protocol_error(f"the balance request failed: {_quote(_str(body.get('message')) or 'no reason')}")
     data = body.get("data")
     source: Mapping[str, Any] = data if isinstance(data, Mapping) else body
     remain = _num(source.get("remain_balance"))
     used = _num(source.get("used_balance"))
     credits = _num(source.get("remain_credits"))
     if remain is None and used is None and credits is None:
-        raise _protocol("the balance response has none of remain_balance, used_balance, remain_credits")
+        raise protocol_error("the balance response has none of remain_balance, used_balance, remain_credits")
     unlimited = source.get("unlimited_quota") is True or source.get("unlimited") is True or remain == -1
     return Balance(remain_balance=remain, used_balance=used, remain_credits=credits, unlimited=unlimited)
 

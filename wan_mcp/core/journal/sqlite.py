@@ -55,6 +55,7 @@ from wan_mcp.core.journal.schema import (
     _translate,
 )
 from wan_mcp.errors import ErrorCode, WanError
+from wan_mcp.gateway.wire import unix_seconds
 
 __all__ = ["SqliteJournal"]
 
@@ -76,13 +77,20 @@ def _row_to_task(row: sqlite3.Row) -> TaskRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         video_url=row["video_url"],
-        expires_at=row["expires_at"],
+        # Normalised on read too: an older build stored microsecond expiries (read as the year
+        # 57877) and every view of such a task failed; the row heals itself here.
+        expires_at=_seconds(row["expires_at"]),
         error_code=row["error_code"],
         error_message=row["error_message"],
         local_path=row["local_path"],
         sha256=row["sha256"],
         size_bytes=row["size_bytes"],
     )
+
+
+def _seconds(value: object) -> int | None:
+    seconds = unix_seconds(value)
+    return None if seconds is None else int(seconds)
 
 
 def _row_to_upload(row: sqlite3.Row) -> UploadRecord:
