@@ -5,6 +5,14 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# The suite gates every submission, so property tests are derandomized: the same examples
+# every run (a new bug then fails every run, never one run in five). Explore beyond them with
+# HYPOTHESIS_PROFILE=explore, and add what that finds as an @example.
+hypothesis_settings.register_profile("deterministic", derandomize=True, database=None)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 @pytest.fixture

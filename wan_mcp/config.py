@@ -31,6 +31,36 @@ def default_data_dir() -> Path:
     return user_data_path("wan-mcp", appauthor=False)
 
 
+def default_inbox_dir() -> Path:
+    """<the user's Pictures folder>/wan-mcp (platformdirs knows each platform's)."""
+    from platformdirs import user_pictures_path
+
+    return user_pictures_path() / "wan-mcp"
+
+
+#: Folders whose whole content is never a sensible read root (plus any home and its parents).
+_SYSTEM_FOLDERS = frozenset(
+    Path(p)
+    for p in (
+        "/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/var", "/opt", "/boot", "/srv", "/root",
+        "/home", "/Users", "/System", "/Library", "/Applications", "/private", "/Volumes", "/mnt", "/media",
+    )
+)  # fmt: skip
+
+
+def broad_folder(folder: Path) -> str | None:
+    """Why ``folder`` would expose too much as a read root, or None when it is specific enough."""
+    real = Path(os.path.realpath(folder.expanduser()))
+    home = Path(os.path.realpath(Path.home()))
+    if real == Path(real.anchor):
+        return "the root of a file system"
+    if real in _SYSTEM_FOLDERS or (os.name == "nt" and real.parent == Path(real.anchor)):
+        return "a system folder"
+    if real == home or real in home.parents:
+        return "a whole home folder (with every document, key and photo in it)"
+    return None
+
+
 def _split_paths(value: Any) -> Any:
     """Folders from env are ``os.pathsep``-separated (like PATH); JSON gives lists."""
     if isinstance(value, str):
@@ -64,7 +94,23 @@ class Settings(BaseSettings):
     output_dir: Path | None = Field(default=None, description="Downloads; default <data_dir>/videos.")
     allowed_dirs: list[Path] | None = Field(
         default=None,
-        description="Read roots for local files; default: home (dot-folders excluded) + output dir.",
+        description="Folders local files may be read from, instead of the inbox (the output dir always is).",
+    )
+    inbox_dir: Path | None = Field(
+        default=None,
+        description="The one folder local images are read from by default; created on first run. "
+        "Default: <your Pictures folder>/wan-mcp.",
+    )
+    allow_broad_dirs: bool = Field(
+        default=False,
+        description="Let WAN_MCP_ALLOWED_DIRS name /, a system folder or a whole home folder.",
+    )
+    allow_remote_paths: bool = Field(
+        default=False,
+        description="Let HTTP/SSE clients name files on this machine (default: data: and http(s) URLs only).",
+    )
+    keep_image_metadata: bool = Field(
+        default=False, description="Upload images with their EXIF/XMP/GPS metadata (default: removed first)."
     )
 
     # --- waits and polling --------------------------------------------------------
@@ -119,10 +165,31 @@ class Settings(BaseSettings):
             raise ValueError("base_url must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("data_dir", "output_dir", mode="after")
+    @field_validator("data_dir", "output_dir", "inbox_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
+
+    @model_validator(mode="after")
+    def _no_broad_read_roots(self) -> Settings:
+        """A read root that exposes the whole machine or a whole home must be asked for explicitly.
+
+        An injected agent can upload any readable file and get a public URL back, so "/" (also
+        what ``~`` becomes when HOME=/), a system folder or a home folder is refused unless
+        ``allow_broad_dirs`` says the user means it.
+        """
+        if self.allowed_dirs is None or self.allow_broad_dirs:
+            return self
+        for folder in self.allowed_dirs:
+            why = broad_folder(folder)
+            if why:
+                raise WanError(
+                    ErrorCode.CONFIG,
+                    f"{ENV_PREFIX}ALLOWED_DIRS names {folder}, {why}: an agent could upload any file in it",
+                    hint=f"name the folders that hold the pictures to animate (e.g. {default_inbox_dir()}), "
+                    f"or set {ENV_PREFIX}ALLOW_BROAD_DIRS=1 if you really mean it",
+                )
+        return self
 
     @model_validator(mode="after")
     def _register_secrets(self) -> Settings:
@@ -164,15 +231,23 @@ class Settings(BaseSettings):
         return self.data_dir / "journal.sqlite3"
 
     @property
+    def resolved_inbox_dir(self) -> Path:
+        return self.inbox_dir if self.inbox_dir is not None else default_inbox_dir()
+
+    @property
     def read_roots(self) -> list[Path]:
-        """Where local files may be read from (realpath'd by the file boundary)."""
+        """Where local files may be read from (realpath'd by the file boundary).
+
+        By default only the inbox and our own output folder: nothing leaves the machine that
+        the user did not put out to be sent.
+        """
         if self.allowed_dirs is not None:
             return [p.expanduser() for p in self.allowed_dirs] + [self.resolved_output_dir]
-        return [Path.home(), self.resolved_output_dir]
+        return [self.resolved_inbox_dir, self.resolved_output_dir]
 
     @property
     def restrict_dotdirs(self) -> bool:
-        """The home default excludes dot-folders (~/.ssh, ~/.aws...); explicit roots are taken as given."""
+        """The default roots exclude dot-folders; explicit roots are taken as given."""
         return self.allowed_dirs is None
 
 

@@ -115,7 +115,32 @@ def run_doctor() -> int:
         env = "WAN_MCP_DATA_DIR" if label == "data dir" else "WAN_MCP_OUTPUT_DIR"
         checks.append((problem is None, label, f"{problem}; set {env} to a writable folder" if problem else str(path)))
     roots = ", ".join(str(p) for p in settings.read_roots)
-    checks.append((True, "read roots", roots + (" (dot-folders excluded)" if settings.restrict_dotdirs else "")))
+    if settings.allowed_dirs is None:
+        roots += (
+            " (the inbox and the output folder only; earlier versions read your whole home folder: put "
+            "pictures in the inbox, or list folders in WAN_MCP_ALLOWED_DIRS)"
+        )
+    elif settings.allow_broad_dirs:
+        roots += " (WAN_MCP_ALLOW_BROAD_DIRS is on: an agent can upload any file in these)"
+    checks.append((True, "read roots", roots))
+    checks.append(
+        (
+            True,
+            "remote clients",
+            "may name files on this machine (WAN_MCP_ALLOW_REMOTE_PATHS)"
+            if settings.allow_remote_paths
+            else "send images as data: or http(s) URLs; paths are refused over HTTP/SSE",
+        )
+    )
+    checks.append(
+        (
+            True,
+            "image metadata",
+            "kept (WAN_MCP_KEEP_IMAGE_METADATA)"
+            if settings.keep_image_metadata
+            else "EXIF/XMP/GPS removed before upload",
+        )
+    )
     try:
         import av  # noqa: F401
 

@@ -189,7 +189,11 @@ def http_env(sim: SimulatorServer, root: Path, **extra: str) -> dict[str, str]:
     """Env for an HTTP server under ``root``: LEAK_KEY upstream, both TOKENS, DEBUG logs."""
     dirs = Dirs(root, root / "inputs", root / "data", root / "videos")
     dirs.inputs.mkdir(parents=True, exist_ok=True)
-    env = server_env(sim, dirs, WAN_MCP_API_KEY=LEAK_KEY, WAN_MCP_HTTP_TOKEN=",".join(TOKENS))
+    # The flows shared with stdio name local files: these loopback servers allow it explicitly
+    # (the default refusal is tested in test_http.py).
+    env = server_env(
+        sim, dirs, WAN_MCP_API_KEY=LEAK_KEY, WAN_MCP_HTTP_TOKEN=",".join(TOKENS), WAN_MCP_ALLOW_REMOTE_PATHS="1"
+    )
     env.update(extra)
     return env
 

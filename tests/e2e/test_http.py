@@ -273,3 +273,33 @@ async def test_stop_signal_during_a_wait_answers_still_running_then_restart_comp
         assert leak_fresh.count(endpoint="create") == 1
     finally:
         assert restarted.stop() == 0
+
+
+# --- safe by default (issue 9): a remote client names no file on the server's disk ------------------
+
+
+@pytest.mark.parametrize("transport", ["http", "sse"])
+async def test_remote_clients_cannot_name_server_files_by_default(
+    transport: str, leak_fresh: SimulatorServer, e2e_logs: Path, tmp_path: Path
+) -> None:
+    env = http_env(leak_fresh, tmp_path)
+    del env["WAN_MCP_ALLOW_REMOTE_PATHS"]
+    picture = tmp_path / "inputs" / "owner-photo.png"
+    Image.new("RGB", (800, 600), (90, 30, 200)).save(picture)
+    server = start_http_server(env, transport, e2e_logs)
+    try:
+        async with connect(server) as client:
+            for tool, args in (
+                ("upload_image", {"path": str(picture)}),
+                ("generate_video", {"image": str(picture), "prompt": "move", "resolution": "720p"}),
+            ):
+                refused = await client.call_tool(tool, args)
+                assert refused.is_error and "WAN_MCP_ALLOW_REMOTE_PATHS" in _text(refused), _text(refused)
+                assert refused.structured_content["error"]["field"] in ("path", "image")
+            buf = io.BytesIO()
+            Image.new("RGB", (800, 600), (90, 30, 200)).save(buf, format="PNG")
+            data = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+            assert _data(await client.call_tool("upload_image", {"data": data}))["url"].startswith("http")
+    finally:
+        server.stop()
+    assert leak_fresh.count(endpoint="create") == 0 and leak_fresh.count(endpoint="upload_image") == 1

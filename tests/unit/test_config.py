@@ -45,7 +45,8 @@ def test_lists_from_env_use_pathsep_or_commas(monkeypatch: pytest.MonkeyPatch) -
 def test_defaults_never_use_cwd() -> None:
     s = load_settings()
     assert s.data_dir.is_absolute() and s.resolved_output_dir.is_absolute()
-    assert s.restrict_dotdirs and Path.home() in s.read_roots
+    assert s.restrict_dotdirs and s.read_roots == [s.resolved_inbox_dir, s.resolved_output_dir]
+    assert Path.home() not in s.read_roots  # issue 9: never the whole home by default
 
 
 def test_key_is_secret_and_registered_for_redaction(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,3 +68,27 @@ def test_example_config_lists_every_setting_with_its_default(monkeypatch: pytest
         if name == "data_dir":
             continue  # platform-specific default; the file shows the Linux one
         assert getattr(from_file, name) == getattr(defaults, name), name
+
+
+@pytest.mark.parametrize("folder", ["/", "~", "/etc", "/usr", "/home", "/root/.."])
+def test_a_broad_read_root_needs_the_explicit_setting(folder: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAN_MCP_ALLOWED_DIRS", folder)
+    with pytest.raises(WanError) as caught:
+        load_settings()
+    assert "WAN_MCP_ALLOW_BROAD_DIRS=1" in str(caught.value) and "could upload any file" in str(caught.value)
+    monkeypatch.setenv("WAN_MCP_ALLOW_BROAD_DIRS", "1")
+    assert load_settings().allowed_dirs == [Path(folder)]
+
+
+def test_home_set_to_root_never_widens_the_default_to_the_whole_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/")
+    s = load_settings()
+    assert Path("/") not in s.read_roots and s.resolved_inbox_dir.name == "wan-mcp"
+    monkeypatch.setenv("WAN_MCP_ALLOWED_DIRS", "~")  # ~ is / here
+    with pytest.raises(WanError, match="root of a file system"):
+        load_settings()
+
+
+def test_a_specific_folder_is_fine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAN_MCP_ALLOWED_DIRS", str(tmp_path / "pictures"))
+    assert load_settings().read_roots[0] == tmp_path / "pictures"

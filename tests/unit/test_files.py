@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wan_mcp.core.boundary import FileBoundary
+from wan_mcp.core.media import looks_like_image
 from wan_mcp.errors import ErrorCode, WanError
 
 SECRET = b"TOP-SECRET-CONTENT"
@@ -130,18 +131,78 @@ def test_traversal_corpus_is_refused(tree: Tree, case: str) -> None:
     assert "WAN_MCP_ALLOWED_DIRS" in text
 
 
+def _refusal(tree: Tree, raw: str, caplog: pytest.LogCaptureFixture, **kw: int) -> tuple[str, str]:
+    """(the message the agent gets with the path blanked out, the reason only the log knows)."""
+    caplog.clear()
+    with caplog.at_level("INFO", logger="wan_mcp.files"), pytest.raises(WanError) as caught:
+        tree.boundary.read_bytes(raw, field="path", max_bytes=kw.get("max_bytes", 1 << 20), accept=looks_like_image)
+    return caught.value.render().replace(repr(raw), "<path>"), caplog.text
+
+
 def test_refusal_message_explains_and_lists_roots(tree: Tree) -> None:
     with pytest.raises(WanError) as caught:
         tree.boundary.resolve_readable(str(tree.outside / "secret.txt"), field="path")
     err = caught.value
     assert err.allowed == [str(tree.home.resolve()), str(tree.root.resolve()), str(tree.out.resolve())]
-    assert "outside the allowed folders" in err.message
-    assert err.hint is not None and "copy the file" in err.hint
+    assert "inside the allowed folders" in err.message
+    assert err.hint is not None and "into one of the allowed folders" in err.hint and "data: URL" in err.hint
 
 
-def test_dot_folder_refusal_says_why(tree: Tree) -> None:
-    with pytest.raises(WanError, match="dot-folders"):
-        tree.boundary.resolve_readable("~/.ssh/id_rsa", field="image")
+def test_no_existence_oracle_every_unusable_path_gets_the_same_answer(
+    tree: Tree, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tree.root / "big.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 5000)
+    (tree.root / "notes.txt").write_bytes(b"just text, not a picture")
+    (tree.root / "locked.png").write_bytes(PNG_BYTES)
+    cases = {
+        "missing inside": (f"{tree.root}/nope.png", "no such file"),
+        "missing outside": (f"{tree.outside}/nope.png", "outside the allowed folders"),
+        "existing outside": (f"{tree.outside}/secret.txt", "outside the allowed folders"),
+        "a folder": (f"{tree.root}/sub", "a directory"),
+        "a dot-folder": ("~/.ssh/id_rsa", "dot-folders"),
+        "too big": (f"{tree.root}/big.png", "over the 4,096-byte limit"),
+        "not an image": (f"{tree.root}/notes.txt", "not of an accepted type"),
+    }
+    answers = set()
+    for name, (raw, logged) in cases.items():
+        message, log_text = _refusal(tree, raw, caplog, max_bytes=4096)
+        answers.add(message)
+        assert logged in log_text, (name, log_text)  # the owner can still see why
+    assert len(answers) == 1, answers  # the agent cannot tell any of them apart
+    assert "5,0" not in next(iter(answers))  # not even a size
+
+
+def test_the_first_bytes_decide_before_the_file_is_read_in_full(tree: Tree) -> None:
+    (tree.root / "big.bin").write_bytes(b"\x00" * (8 << 20))
+    seen: list[int] = []
+
+    def accept(head: bytes) -> bool:
+        seen.append(len(head))
+        return False
+
+    with pytest.raises(WanError):
+        tree.boundary.read_bytes(str(tree.root / "big.bin"), field="image", max_bytes=16 << 20, accept=accept)
+    assert seen == [4096]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "\\\\attacker.example\\share\\cat.png",  # UNC: resolving it sends the NTLM hash out
+        "//attacker.example/share/cat.png",
+        "\\\\?\\C:\\Users\\me\\cat.png",
+        "\\\\.\\PhysicalDrive0",
+        "\\??\\C:\\x.png",
+        "{root}/CON",
+        "{root}/nul.png",
+        "C:\\Users\\me\\COM1.jpg",
+    ],
+)
+def test_windows_network_and_device_paths_are_refused_on_the_text(tree: Tree, raw: str) -> None:
+    raw = raw.format(root=tree.root)
+    with pytest.raises(WanError, match=r"network \(UNC\)") as caught:
+        tree.boundary.check(raw, field="image")
+    assert caught.value.field == "image"
 
 
 @pytest.mark.parametrize(
@@ -193,27 +254,25 @@ def test_proc_is_refused_even_when_root_is_slash(tree: Tree) -> None:
             everything.read_bytes(raw, field="image", max_bytes=100)
 
 
-def test_size_cap_is_invalid_file_with_the_cap(tree: Tree) -> None:
+def test_size_cap_refuses_and_logs_the_size(tree: Tree, caplog: pytest.LogCaptureFixture) -> None:
     (tree.root / "big.png").write_bytes(b"x" * 5000)
-    with pytest.raises(WanError) as caught:
-        tree.boundary.read_bytes(str(tree.root / "big.png"), field="image", max_bytes=4096)
-    assert caught.value.code is ErrorCode.INVALID_FILE
-    assert "4,096" in caught.value.message and "5,000" in caught.value.message
+    message, logged = _refusal(tree, str(tree.root / "big.png"), caplog, max_bytes=4096)
+    assert "5,000 bytes, over the 4,096-byte limit" in logged and "5,000" not in message
 
 
 # --- TOCTOU: the file changes between check and open ---------------------------------------
 
 
 @pytest.mark.timeout(10)
-def test_toctou_file_swapped_for_symlink(tree: Tree) -> None:
+def test_toctou_file_swapped_for_symlink(tree: Tree, caplog: pytest.LogCaptureFixture) -> None:
     target = tree.root / "swap.png"
     target.write_bytes(PNG_BYTES)
     checked = tree.boundary.check(str(target), field="image")
     target.unlink()
     target.symlink_to(tree.outside / "secret.txt")
-    with pytest.raises(WanError, match="symlink") as caught:
+    with caplog.at_level("INFO", logger="wan_mcp.files"), pytest.raises(WanError) as caught:
         tree.boundary.read_checked(checked, field="image", max_bytes=1 << 20)
-    assert caught.value.code is ErrorCode.FILE_ACCESS
+    assert caught.value.code is ErrorCode.FILE_ACCESS and "symlink" in caplog.text
 
 
 @pytest.mark.timeout(10)
@@ -231,26 +290,28 @@ def test_toctou_parent_dir_swapped_for_symlink(tree: Tree) -> None:
 
 
 @pytest.mark.timeout(10)
-def test_toctou_file_replaced_by_another_file(tree: Tree) -> None:
+def test_toctou_file_replaced_by_another_file(tree: Tree, caplog: pytest.LogCaptureFixture) -> None:
     target = tree.root / "r.png"
     target.write_bytes(PNG_BYTES)
     checked = tree.boundary.check(str(target), field="image")
     replacement = tree.root / "r.new"
     replacement.write_bytes(SECRET)
     os.replace(replacement, target)
-    with pytest.raises(WanError, match="swapped"):
+    with caplog.at_level("INFO", logger="wan_mcp.files"), pytest.raises(WanError):
         tree.boundary.read_checked(checked, field="image", max_bytes=1 << 20)
+    assert "swapped" in caplog.text
 
 
 @pytest.mark.timeout(10)
-def test_toctou_file_replaced_by_fifo_does_not_hang(tree: Tree) -> None:
+def test_toctou_file_replaced_by_fifo_does_not_hang(tree: Tree, caplog: pytest.LogCaptureFixture) -> None:
     target = tree.root / "f.png"
     target.write_bytes(PNG_BYTES)
     checked = tree.boundary.check(str(target), field="image")
     target.unlink()
     os.mkfifo(target)
-    with pytest.raises(WanError, match=r"FIFO|swapped"):
+    with caplog.at_level("INFO", logger="wan_mcp.files"), pytest.raises(WanError):
         tree.boundary.read_checked(checked, field="image", max_bytes=1 << 20)
+    assert "FIFO" in caplog.text or "swapped" in caplog.text
 
 
 def test_file_grown_after_check_hits_the_cap(tree: Tree) -> None:
@@ -261,7 +322,7 @@ def test_file_grown_after_check_hits_the_cap(tree: Tree) -> None:
         fh.write(b"x" * 5000)
     with pytest.raises(WanError) as caught:
         tree.boundary.read_checked(checked, field="image", max_bytes=100)
-    assert caught.value.code is ErrorCode.INVALID_FILE
+    assert caught.value.code is ErrorCode.FILE_ACCESS
 
 
 # --- output names ------------------------------------------------------------------------

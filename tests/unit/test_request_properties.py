@@ -12,7 +12,7 @@ import base64
 from typing import Any
 from urllib.parse import urlsplit
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from wan_mcp.core.request import SourceKind, ValidatedRequest, parse_video_request
@@ -341,6 +341,8 @@ locations = st.one_of(
     st.one_of(st.none(), locations),
     st.one_of(st.none(), st.lists(locations, max_size=4)),
 )
+@example(args={}, image=None, refs=["~0"])  # found by hypothesis: "~user" of an unknown user raised
+@example(args={}, image="~nosuchuser/cat.png", refs=None)
 def test_arbitrary_json_never_crashes(args: dict[str, Any], image: str | None, refs: list[str] | None) -> None:
     """Whatever JSON arrives (any type in any argument, any string as a location), the outcome is a
     sendable request or a WanError naming an argument; never another exception."""

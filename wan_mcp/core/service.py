@@ -33,7 +33,7 @@ from wan_mcp.core.boundary import FileBoundary, UrlPolicy, download_to
 from wan_mcp.core.caches import Lru
 from wan_mcp.core.journal import STATUS_ORDER, TERMINAL, TaskJournal, TaskRecord, UploadRecord
 from wan_mcp.core.leases import DownloadLeases
-from wan_mcp.core.media import VideoDescriber, prepare_image, sniff_video, video_problem
+from wan_mcp.core.media import VideoDescriber, looks_like_image, prepare_image, sniff_video, video_problem
 from wan_mcp.core.request import (
     MediaSource,
     SourceKind,
@@ -77,13 +77,18 @@ class ServiceOptions:
     max_image_bytes: int = 10 * 1024**2
     max_video_upload_bytes: int = 50 * 1024**2
     poster_frames: bool = True
+    #: Whether tool arguments may name files on this machine (off for remote HTTP/SSE clients).
+    local_paths: bool = True
+    keep_image_metadata: bool = False
 
     @classmethod
-    def from_settings(cls, s: Settings) -> ServiceOptions:
+    def from_settings(cls, s: Settings, *, local_paths: bool = True) -> ServiceOptions:
         return cls(
+            local_paths=local_paths,
             max_wait_seconds=s.max_wait_seconds,
             max_download_bytes=s.max_download_bytes,
             max_image_bytes=s.max_image_bytes,
+            keep_image_metadata=s.keep_image_metadata,
             max_video_upload_bytes=s.max_video_upload_bytes,
             poster_frames=s.poster_frames,
         )
@@ -197,6 +202,18 @@ class VideoService:
             record = await self._journal.observe(task.id, observation_of(task))
         return record
 
+    def _check_local_paths(self, field: str) -> None:
+        if not self._opts.local_paths:
+            raise WanError(
+                ErrorCode.FILE_ACCESS,
+                "this server is reached over HTTP, so a path names a file on the server's disk, not yours; "
+                "local paths are not accepted here",
+                field=field,
+                allowed=["data:image/...;base64,...", "http(s) URL"],
+                hint="send the image as a data: URL (or upload_image(data=...)) or give a public http(s) URL; "
+                "the server's owner can allow server-side paths with WAN_MCP_ALLOW_REMOTE_PATHS=1",
+            )
+
     async def _unconfirmed(self, business_id: str, code: str, why: str) -> WanError:
         """Journal an unknown create outcome; the error tells the agent to look, not to resubmit."""
         await self._journal.mark_unconfirmed(business_id, error_code=code, error_message=why)
@@ -223,7 +240,9 @@ class VideoService:
     async def _video_url(self, src: MediaSource, *, field: str) -> str:
         if src.kind is SourceKind.URL:
             return src.value
-        if src.kind is not SourceKind.PATH:
+        if src.kind is SourceKind.PATH:
+            self._check_local_paths(field)
+        else:
             raise WanError(
                 ErrorCode.INVALID_REQUEST,
                 "reference videos must be URLs or local files",
@@ -231,7 +250,13 @@ class VideoService:
                 hint="save the video to a file inside an allowed folder and pass its path",
             )
         path, data = await offload.run_sync(
-            partial(self._boundary.read_bytes, src.value, field=field, max_bytes=self._opts.max_video_upload_bytes)
+            partial(
+                self._boundary.read_bytes,
+                src.value,
+                field=field,
+                max_bytes=self._opts.max_video_upload_bytes,
+                accept=lambda head: sniff_video(head) is not None,
+            )
         )
         mime = sniff_video(data)
         if mime is None:
@@ -286,19 +311,27 @@ class VideoService:
     async def _upload_image_source(self, src: MediaSource, *, field: str) -> UploadView:
         self._provider.check_ready()
         if src.kind is SourceKind.PATH:
+            self._check_local_paths(field)
             _, raw = await offload.run_sync(
                 partial(
                     self._boundary.read_bytes,
                     src.value,
                     field=field,
                     max_bytes=self._opts.max_image_bytes * 5,
+                    accept=looks_like_image,
                 )
             )
         else:
             assert src.data is not None
             raw = src.data
         prepared = await offload.run_sync(
-            partial(prepare_image, raw, field=field, max_bytes=self._opts.max_image_bytes)
+            partial(
+                prepare_image,
+                raw,
+                field=field,
+                max_bytes=self._opts.max_image_bytes,
+                keep_metadata=self._opts.keep_image_metadata,
+            )
         )
         record = await self._cached_upload(prepared.sha256, "image")
         cached = record is not None

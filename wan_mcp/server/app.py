@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import anyio
 from mcp.server import MCPServer
@@ -24,7 +25,7 @@ from wan_mcp.core.service import ServiceOptions, VideoService
 from wan_mcp.core.tracker import PollTiming, TaskTracker
 from wan_mcp.gateway.client import GatewayClient, RetryPolicy, make_http_client
 from wan_mcp.server.lifecycle import Lifecycle
-from wan_mcp.server.resources import INSTRUCTIONS, register_resources
+from wan_mcp.server.resources import instructions, register_resources
 from wan_mcp.server.tools import AppState, build_tools
 
 log = logging.getLogger("wan_mcp.server")
@@ -44,8 +45,16 @@ def _shielded(close: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[
 
 
 @asynccontextmanager
-async def open_service(settings: Settings, lifecycle: Lifecycle | None = None) -> AsyncIterator[VideoService]:
-    """Everything a VideoService needs, opened in order and closed in reverse."""
+async def open_service(
+    settings: Settings, lifecycle: Lifecycle | None = None, *, remote: bool = False
+) -> AsyncIterator[VideoService]:
+    """Everything a VideoService needs, opened in order and closed in reverse.
+
+    ``remote``: the clients are HTTP/SSE clients, who may not name files on this machine
+    unless ``allow_remote_paths`` says so.
+    """
+    if settings.allowed_dirs is None:
+        _create_inbox(settings.resolved_inbox_dir)
     async with AsyncExitStack() as stack:
         http = make_http_client(settings)
         stack.push_async_callback(_shielded(http.aclose))
@@ -73,9 +82,17 @@ async def open_service(settings: Settings, lifecycle: Lifecycle | None = None) -
             boundary=boundary,
             url_policy=UrlPolicy(settings.allow_private_urls),
             http=http,
-            options=ServiceOptions.from_settings(settings),
+            options=ServiceOptions.from_settings(settings, local_paths=not remote or settings.allow_remote_paths),
         )
         yield service
+
+
+def _create_inbox(inbox: Path) -> None:
+    """The one folder the default lets an agent read pictures from; made on first run (private)."""
+    try:
+        inbox.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("cannot create the inbox %s (%s); local pictures cannot be read until it exists", inbox, exc)
 
 
 def build_server(
@@ -84,6 +101,7 @@ def build_server(
     token_verifier: TokenVerifier | None = None,
     auth: AuthSettings | None = None,
     lifecycle: Lifecycle | None = None,
+    remote: bool = False,
 ) -> MCPServer[AppState]:
     run = lifecycle if lifecycle is not None else Lifecycle()
 
@@ -91,7 +109,7 @@ def build_server(
     async def lifespan(_server: MCPServer[AppState]) -> AsyncIterator[AppState]:
         run.mark_closed(False)
         try:
-            async with open_service(settings, run) as service, anyio.create_task_group() as tg:
+            async with open_service(settings, run, remote=remote) as service, anyio.create_task_group() as tg:
                 if settings.api_key is not None:
                     tg.start_soon(_reconcile, service)
                 yield AppState(service=service, settings=settings)
@@ -103,7 +121,7 @@ def build_server(
         "wan-mcp",
         title="Wan 2.6 video (ToAPIs)",
         version=__version__,
-        instructions=INSTRUCTIONS,
+        instructions=instructions(settings, remote=remote),
         lifespan=lifespan,
         tools=build_tools(settings),
         token_verifier=token_verifier,

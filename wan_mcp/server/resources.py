@@ -8,6 +8,8 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 
+from wan_mcp.config import Settings
+
 INSTRUCTIONS = """\
 Wan 2.6 video generation (ToAPIs gateway). Each generate_video call starts a PAID job \
 (billed per second of output; 1080p costs more than 720p): confirm intent before spending.
@@ -19,6 +21,16 @@ Lost a task_id? list_tasks. Errors say which field is wrong and how to fix it; a
 means the job exists: poll it, do not resubmit.
 Prompt tips: subject + action + camera + style + sound cue; for reference videos name subjects \
 character1, character2 in list order."""
+
+
+def instructions(settings: Settings, *, remote: bool) -> str:
+    """The instructions, with where local pictures may come from on this server (so the agent knows)."""
+    if remote and not settings.allow_remote_paths:
+        files = "Images: pass a data:image/...;base64 URL or a public http(s) URL (paths on this server are refused)."
+    else:
+        folders = ", ".join(str(p) for p in settings.read_roots)
+        files = f"Local files are read only from: {folders} (ask the user to put pictures in the first one)."
+    return f"{INSTRUCTIONS}\n{files}"
 
 
 def register_resources(server: MCPServer[Any]) -> None:

@@ -134,7 +134,7 @@ def build_http_app(
             required_scopes=["wan"],
             validate_token_resource=False,
         )
-    server = build_server(settings, token_verifier=verifier, auth=auth, lifecycle=lifecycle)
+    server = build_server(settings, token_verifier=verifier, auth=auth, lifecycle=lifecycle, remote=True)
 
     async def healthz(_request: Request) -> JSONResponse:
         # For load balancers: unauthenticated, so it says nothing (no version, paths or counts).

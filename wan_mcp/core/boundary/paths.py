@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import re
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from urllib.parse import unquote, urlsplit
 
 from wan_mcp.errors import ErrorCode, WanError
@@ -39,15 +40,23 @@ MAX_PATH_CHARS = 4096
 MAX_COMPONENT_BYTES = 255
 #: Kernel pseudo-filesystems: reading them leaks the environment (API keys) or never ends.
 FORBIDDEN_TREES = (Path("/proc"), Path("/sys"), Path("/dev"))
+log = logging.getLogger("wan_mcp.files")
 _ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")
 _MAX_STEM = 80
 _READ_CHUNK = 1 << 20
 
 _FIX_HINT = (
-    "move or copy the file into one of the allowed folders, or add its folder to "
-    "WAN_MCP_ALLOWED_DIRS in the server's configuration"
+    "put the picture (JPEG, PNG, WebP, GIF, BMP or TIFF up to 50 MB; videos MP4, MOV or WebM) into one of "
+    "the allowed folders (the first is the inbox) and pass that path, or send it as a data: URL; the "
+    "server's owner can add folders with WAN_MCP_ALLOWED_DIRS (wan-mcp no longer reads the whole home "
+    "folder by default)"
 )
+#: UNC (\\host\share, //host/share), the \\?\ and \\.\ namespaces and NT object paths (\??\).
+_WINDOWS_SPECIAL = re.compile(r"^(?:[\\/]{2}|\\\?\?\\)")
+#: Windows device names, reserved in every folder and with any extension (CON, NUL.txt, COM1...).
+_DEVICE_NAME = re.compile(r"(?i)(?:CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³]|CONIN\$|CONOUT\$)(?:\..*)?")
+_HEAD_BYTES = 4096  # enough to tell an image or video by its magic bytes (WebM names itself in its header)
 
 
 @dataclass(frozen=True)
@@ -100,10 +109,28 @@ class FileBoundary:
 
     # --- reads --------------------------------------------------------------------------
 
-    def _refuse(self, raw: str, field: str, why: str, *, code: ErrorCode = ErrorCode.FILE_ACCESS) -> WanError:
+    def _refuse_text(self, raw: str, field: str, why: str) -> WanError:
+        """A refusal for what the text itself says (no file system state is revealed)."""
         return WanError(
-            code,
+            ErrorCode.FILE_ACCESS,
             f"cannot read {_show(raw)}: {why}",
+            field=field,
+            allowed=[str(r) for r in self._roots],
+            hint=_FIX_HINT,
+        )
+
+    def _refuse(self, raw: str, field: str, why: str) -> WanError:
+        """The one refusal for everything the file system decided: no existence oracle.
+
+        Missing, a folder, unreadable, too big, not an image or video, outside the allowed
+        folders, a dot-folder, swapped under us: an injected agent probing the disk learns
+        nothing from the answer. The real reason goes to the server's log for its owner.
+        """
+        log.info("refused %s for %s: %s", _show(raw), field, why)
+        return WanError(
+            ErrorCode.FILE_ACCESS,
+            f"cannot use {_show(raw)}: it is not a readable image or video of an accepted type and size "
+            "inside the allowed folders",
             field=field,
             allowed=[str(r) for r in self._roots],
             hint=_FIX_HINT,
@@ -112,31 +139,35 @@ class FileBoundary:
     def _absolute(self, raw: str, field: str) -> Path:
         """Turn the agent's text into an absolute, lexically normalised path."""
         if not isinstance(raw, str) or not raw.strip():
-            raise self._refuse(str(raw), field, "the path is empty")
+            raise self._refuse_text(str(raw), field, "the path is empty")
         text = raw
         if "\x00" in text:
-            raise self._refuse(text.replace("\x00", "\\0"), field, "the path contains a NUL byte")
+            raise self._refuse_text(text.replace("\x00", "\\0"), field, "the path contains a NUL byte")
+        if _WINDOWS_SPECIAL.match(text) or _DEVICE_NAME.fullmatch(PurePath(text.replace("\\", "/")).name):
+            # Decided on the text alone, before anything resolves it: on Windows, resolving
+            # \\host\share connects out and hands the user's NTLM hash to that host.
+            raise self._refuse_text(raw, field, "network (UNC), \\?\\ and device paths are never read")
         if text.lower().startswith("file:"):
             # Our own results are returned as file:// links; agents feed them back.
             parts = urlsplit(text)
             if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
-                raise self._refuse(raw, field, "only file:// URLs on this machine are accepted")
+                raise self._refuse_text(raw, field, "only file:// URLs on this machine are accepted")
             text = unquote(parts.path)
             if "\x00" in text:
-                raise self._refuse(raw, field, "the path contains a NUL byte")
+                raise self._refuse_text(raw, field, "the path contains a NUL byte")
         if len(text) > MAX_PATH_CHARS:
-            raise self._refuse(raw, field, f"the path is longer than {MAX_PATH_CHARS} characters")
+            raise self._refuse_text(raw, field, f"the path is longer than {MAX_PATH_CHARS} characters")
         try:
             encoded = os.fsencode(text)
         except UnicodeError:
-            raise self._refuse(raw, field, "the path cannot be encoded for this file system") from None
+            raise self._refuse_text(raw, field, "the path cannot be encoded for this file system") from None
         if any(len(part) > MAX_COMPONENT_BYTES for part in encoded.split(b"/")):
-            raise self._refuse(raw, field, f"a path component is longer than {MAX_COMPONENT_BYTES} bytes")
+            raise self._refuse_text(raw, field, f"a path component is longer than {MAX_COMPONENT_BYTES} bytes")
         home = Path.home()
         if text.startswith("~"):
             head, _, rest = text.partition("/")
             if head != "~":
-                raise self._refuse(raw, field, "only '~' (the current user's home) may be used, not '~user'")
+                raise self._refuse_text(raw, field, "only '~' (the current user's home) may be used, not '~user'")
             path = home / rest if rest else home
         else:
             path = Path(text)
@@ -179,7 +210,7 @@ class FileBoundary:
             raise self._refuse(raw, field, f"the path cannot be resolved ({exc.__class__.__name__})") from None
         for tree in FORBIDDEN_TREES:
             if _is_within(real, tree) or _is_within(lexical, tree):
-                raise self._refuse(raw, field, f"system paths under {tree} are never readable")
+                raise self._refuse_text(raw, field, f"system paths under {tree} are never readable")
         root = self._containing_root(lexical, real)
         if root is None:
             why = "it is outside the allowed folders"
@@ -204,12 +235,25 @@ class FileBoundary:
         """The real path behind ``raw`` if it may be read; :class:`WanError` otherwise."""
         return self.check(raw, field=field).path
 
-    def read_bytes(self, raw: str, *, field: str, max_bytes: int) -> tuple[Path, bytes]:
-        """Check and read ``raw`` in one go. Blocking: run it via ``anyio.to_thread``."""
-        checked = self.check(raw, field=field)
-        return checked.path, self.read_checked(checked, field=field, max_bytes=max_bytes, raw=raw)
+    def read_bytes(
+        self, raw: str, *, field: str, max_bytes: int, accept: Callable[[bytes], bool] | None = None
+    ) -> tuple[Path, bytes]:
+        """Check and read ``raw`` in one go. Blocking: run it via ``offload.run_sync``.
 
-    def read_checked(self, checked: CheckedFile, *, field: str, max_bytes: int, raw: str | None = None) -> bytes:
+        ``accept`` sees the first bytes; a file it refuses is never read further.
+        """
+        checked = self.check(raw, field=field)
+        return checked.path, self.read_checked(checked, field=field, max_bytes=max_bytes, raw=raw, accept=accept)
+
+    def read_checked(
+        self,
+        checked: CheckedFile,
+        *,
+        field: str,
+        max_bytes: int,
+        raw: str | None = None,
+        accept: Callable[[bytes], bool] | None = None,
+    ) -> bytes:
         """Open what :meth:`check` approved and prove it is still the same file before reading."""
         shown = raw if raw is not None else str(checked.path)
         if checked.size > max_bytes:
@@ -236,6 +280,12 @@ class FileBoundary:
                 raise self._too_big(shown, field, st.st_size, max_bytes)
             chunks: list[bytes] = []
             total = 0
+            if accept is not None:
+                head = os.read(fd, _HEAD_BYTES)
+                if not accept(head):
+                    raise self._refuse(shown, field, "its first bytes are not of an accepted type")
+                chunks.append(head)
+                total = len(head)
             while True:
                 chunk = os.read(fd, min(_READ_CHUNK, max_bytes + 1 - total))
                 if not chunk:
@@ -251,12 +301,7 @@ class FileBoundary:
             os.close(fd)
 
     def _too_big(self, raw: str, field: str, size: int, max_bytes: int) -> WanError:
-        return WanError(
-            ErrorCode.INVALID_FILE,
-            f"{_show(raw)} is {size:,} bytes, over the {max_bytes:,}-byte limit",
-            field=field,
-            hint="use a smaller file (compress or resize it first)",
-        )
+        return self._refuse(raw, field, f"{size:,} bytes, over the {max_bytes:,}-byte limit")
 
     # --- writes -------------------------------------------------------------------------
 

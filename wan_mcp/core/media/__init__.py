@@ -2,7 +2,7 @@
 checked, probed and given a poster frame (:mod:`.video`). Everything here is blocking: callers
 run it through :func:`wan_mcp.core.offload.run_sync`."""
 
-from wan_mcp.core.media.images import PreparedImage, prepare_image
+from wan_mcp.core.media.images import PreparedImage, looks_like_image, prepare_image
 from wan_mcp.core.media.video import (
     VideoDescriber,
     VideoInfo,
@@ -16,6 +16,7 @@ __all__ = [
     "PreparedImage",
     "VideoDescriber",
     "VideoInfo",
+    "looks_like_image",
     "poster_frame",
     "prepare_image",
     "probe_video",

@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # Pillow is imported where images are handled, not at server start-up
     from PIL import Image
 
+from wan_mcp.core.media.metadata import strip_metadata
 from wan_mcp.errors import ErrorCode, WanError
 
 __all__ = [
     "MAX_SIDE",
     "MIN_SIDE",
     "PreparedImage",
+    "looks_like_image",
     "prepare_image",
 ]
 
@@ -148,11 +150,23 @@ def _size_problem(width: int, height: int, field: str) -> None:
         )
 
 
-def _encode(im: Image.Image, fmt: str, quality: int, icc: bytes | None) -> bytes:
+_METADATA_REMOVED = "removed metadata (EXIF/GPS, XMP, comments, trailing bytes)"
+_METADATA_KEYS = ("exif", "xmp", "XML:com.adobe.xmp", "comment", "photoshop", "iptc")
+
+
+def _has_metadata(im: Image.Image) -> bool:
+    return any(im.info.get(key) for key in _METADATA_KEYS) or any(
+        isinstance(value, str) for key, value in im.info.items() if key not in ("dpi", "gamma", "transparency")
+    )
+
+
+def _encode(im: Image.Image, fmt: str, quality: int, icc: bytes | None, exif: bytes | None = None) -> bytes:
     out = io.BytesIO()
     kwargs: dict[str, object] = {}
     if icc:
         kwargs["icc_profile"] = icc
+    if exif:
+        kwargs["exif"] = exif
     if fmt == "JPEG":
         im.save(out, "JPEG", quality=quality, optimize=True, **kwargs)
     else:
@@ -160,8 +174,15 @@ def _encode(im: Image.Image, fmt: str, quality: int, icc: bytes | None) -> bytes
     return out.getvalue()
 
 
-def prepare_image(data: bytes, *, field: str = "image", max_bytes: int = 10 * 1024 * 1024) -> PreparedImage:
-    """Return bytes Wan i2v accepts, made from ``data`` with every change reported."""
+def prepare_image(
+    data: bytes, *, field: str = "image", max_bytes: int = 10 * 1024 * 1024, keep_metadata: bool = False
+) -> PreparedImage:
+    """Return bytes Wan i2v accepts, made from ``data`` with every change reported.
+
+    Unless ``keep_metadata``, nothing about the owner leaves with the picture: a compliant
+    image has its metadata filtered out losslessly (:mod:`.metadata`), a converted one is
+    written without it. ``sha256`` is of what will be uploaded, so deduplication is on it.
+    """
     if not data:
         raise _invalid(field, "the image is empty (0 bytes)", "pass a JPEG, PNG or WebP image")
     source_sha = hashlib.sha256(data).hexdigest()
@@ -183,19 +204,27 @@ def prepare_image(data: bytes, *, field: str = "image", max_bytes: int = 10 * 10
         and len(data) <= max_bytes
     )
     if compliant:
+        mime = _COMPLIANT[fmt]
+        removed = False
+        if not keep_metadata:
+            data, removed = strip_metadata(data, mime)
         return PreparedImage(
             data=data,
-            mime_type=_COMPLIANT[fmt],
+            mime_type=mime,
             width=width,
             height=height,
-            sha256=source_sha,
+            sha256=hashlib.sha256(data).hexdigest() if removed else source_sha,
             source_sha256=source_sha,
-            changes=(),
+            changes=(_METADATA_REMOVED,) if removed else (),
         )
 
     from PIL import Image, ImageOps
 
     changes: list[str] = []
+    exif_raw = im.info.get("exif") if keep_metadata and fmt in _LOSSY_SOURCES else None
+    exif = exif_raw if isinstance(exif_raw, bytes) else None
+    if not keep_metadata and _has_metadata(im):
+        changes.append(_METADATA_REMOVED)
     icc = im.info.get("icc_profile")
     icc_bytes = icc if isinstance(icc, bytes) else None
     work: Image.Image = im
@@ -231,7 +260,7 @@ def prepare_image(data: bytes, *, field: str = "image", max_bytes: int = 10 * 10
 
     out_fmt = "JPEG" if fmt in _LOSSY_SOURCES else "PNG"
     quality = _JPEG_QUALITIES[0]
-    encoded = _encode(work, out_fmt, quality, icc_bytes)
+    encoded = _encode(work, out_fmt, quality, icc_bytes, exif if out_fmt == "JPEG" else None)
     if len(encoded) <= max_bytes:
         label = "PNG (lossless)" if out_fmt == "PNG" else f"JPEG (quality {quality})"
         changes.append(f"re-encoded as {label}" if fmt == out_fmt else f"converted {fmt} to {label}")
@@ -266,3 +295,10 @@ def prepare_image(data: bytes, *, field: str = "image", max_bytes: int = 10 * 10
         source_sha256=source_sha,
         changes=tuple(changes),
     )
+
+
+def looks_like_image(head: bytes) -> bool:
+    """Whether the first bytes are those of a format :func:`prepare_image` decodes (magic bytes only)."""
+    return head.startswith(
+        (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+    ) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")

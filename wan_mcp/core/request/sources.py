@@ -73,7 +73,8 @@ class MediaSource:
             return f"data:{self.media_type};sha256={hashlib.sha256(self.data).hexdigest()}"
         if self.kind is SourceKind.PATH:
             # Resolved against the working directory, where the file boundary will look for it too.
-            return "path:" + os.path.normpath(Path.cwd() / Path(self.value).expanduser())
+            # os.path.expanduser leaves an unknown "~user" as it is; Path.expanduser raises.
+            return "path:" + os.path.normpath(Path.cwd() / os.path.expanduser(self.value))  # noqa: PTH111
         return "url:" + self.value
 
 
