@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from bench.call_overhead import DONE_ID, seed_finished
 from bench.common import BARE_SERVER, Row, base_env, cpu_seconds, free_port, ours_env, rss_mb, spawn
+
+BENCH_TOKEN = "bench-token-0123456789abcdef0123456789abcdef"
 
 
 async def hammer(url: str, tool: str, args: dict[str, Any], clients: int, seconds: float) -> tuple[int, int]:
@@ -30,7 +34,11 @@ async def hammer(url: str, tool: str, args: dict[str, Any], clients: int, second
     stop_at = [0.0]
 
     async def one() -> None:
-        async with Client(url, read_timeout_seconds=60) as client:
+        headers = {"Authorization": f"Bearer {BENCH_TOKEN}"}  # ours requires it; the bare server ignores it
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=60.0)) as http,
+            Client(streamable_http_client(url, http_client=http)) as client,
+        ):
             while True:
                 r = await client.call_tool(tool, args)
                 if time.monotonic() >= stop_at[0] and measuring[0]:
@@ -84,7 +92,7 @@ async def measure(sim_url: str, workdir: Path, *, seconds: float, clients: int) 
     ours = await run_one(
         "ours",
         ours_args,
-        ours_env(sim_url, data),
+        ours_env(sim_url, data, WAN_MCP_HTTP_TOKEN=BENCH_TOKEN),
         ours_port,
         workdir / "ours-http.log",
         "get_task_status",

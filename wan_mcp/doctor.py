@@ -8,8 +8,10 @@ pasted into an issue.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
+import secrets
 import sys
 import tempfile
 from pathlib import Path
@@ -23,8 +25,37 @@ from wan_mcp.errors import ErrorCode, WanError
 Check = tuple[bool | None, str, str]
 
 
-def fingerprint(secret: str) -> str:
-    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()[:12]
+#: Where the key for fingerprints lives (in the data dir, readable only by this user).
+FINGERPRINT_KEY_FILE = "fingerprint-key"
+
+
+def fingerprint_key(data_dir: Path) -> bytes:
+    """This installation's secret key for fingerprints; a fresh random one if it cannot be stored.
+
+    A plain hash of a short secret can be reversed by trying candidates (a 12-hex sha256 of a
+    short token was, in 0.4 s); keyed with a secret the reader of a pasted doctor output does
+    not have, and cut to 32 bits, a fingerprint identifies a key for its owner and nobody else.
+    """
+    path = data_dir / FINGERPRINT_KEY_FILE
+    try:
+        return path.read_bytes()
+    except OSError:
+        pass
+    key = secrets.token_bytes(32)
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+    except FileExistsError:
+        return path.read_bytes()
+    except OSError:
+        pass  # an unwritable data dir is reported by its own check
+    return key
+
+
+def fingerprint(secret: str, key: bytes) -> str:
+    return "hmac:" + hmac.new(key, secret.encode(), hashlib.sha256).hexdigest()[:8]
 
 
 def _writable(path: Path) -> str | None:
@@ -57,7 +88,8 @@ async def _gateway_checks(settings: Settings) -> list[Check]:
         )
         out.append((None, "gateway", f"{settings.base_url} not contacted: needs a key"))
         return out
-    out.append((True, "api key", f"present ({fingerprint(settings.api_key.get_secret_value())})"))
+    key = fingerprint_key(settings.data_dir)
+    out.append((True, "api key", f"present ({fingerprint(settings.api_key.get_secret_value(), key)})"))
     async with make_http_client(settings) as http:
         client = GatewayClient(
             http,
@@ -87,12 +119,25 @@ async def _gateway_checks(settings: Settings) -> list[Check]:
 
 
 def _token_check(settings: Settings) -> Check:
+    from wan_mcp.server.transports import MIN_TOKEN_CHARS, TOKEN_FILE
+
     if not settings.http_token:
-        return (None, "http token", "not set (needed only to serve HTTP/SSE beyond 127.0.0.1: WAN_MCP_HTTP_TOKEN)")
-    prints = ", ".join(fingerprint(t.get_secret_value()) for t in settings.http_token)
-    short = [t for t in settings.http_token if len(t.get_secret_value()) < 16]
+        return (
+            True,
+            "http token",
+            f"not set: HTTP/SSE on loopback use the token made at first start in {settings.data_dir / TOKEN_FILE}; "
+            "beyond loopback set WAN_MCP_HTTP_TOKEN",
+        )
+    key = fingerprint_key(settings.data_dir)
+    prints = ", ".join(fingerprint(t.get_secret_value(), key) for t in settings.http_token)
+    short = [t for t in settings.http_token if len(t.get_secret_value()) < MIN_TOKEN_CHARS]
     if short:
-        return (False, "http token", f"{len(short)} shorter than 16 characters ({prints}); use long random strings")
+        return (
+            False,
+            "http token",
+            f"{len(short)} shorter than {MIN_TOKEN_CHARS} characters ({prints}): the server refuses them; "
+            'use e.g. python3 -c "import secrets; print(secrets.token_urlsafe(32))"',
+        )
     return (True, "http token", f"{len(settings.http_token)} configured ({prints})")
 
 

@@ -303,3 +303,23 @@ async def test_remote_clients_cannot_name_server_files_by_default(
     finally:
         server.stop()
     assert leak_fresh.count(endpoint="create") == 0 and leak_fresh.count(endpoint="upload_image") == 1
+
+
+async def test_no_unauthenticated_door_even_on_loopback(
+    leak_fresh: SimulatorServer, e2e_logs: Path, tmp_path: Path
+) -> None:
+    env = http_env(leak_fresh, tmp_path)
+    del env["WAN_MCP_HTTP_TOKEN"]  # nothing configured: the server makes its own token
+    server = start_http_server(env, "http", e2e_logs)
+    try:
+        token_file = Path(env["WAN_MCP_DATA_DIR"]) / "http-token"
+        token = token_file.read_text().strip()
+        assert len(token) >= 32 and (token_file.stat().st_mode & 0o077) == 0
+        bare = httpx2.post(server.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, timeout=10)
+        assert bare.status_code == 401  # another user of this machine cannot spend the key
+        async with connect(server, token) as client:
+            assert {t.name for t in (await client.list_tools()).tools} >= {"generate_video"}
+    finally:
+        server.stop()
+    logs = server.logs()
+    assert str(token_file) in logs and token not in logs  # the path is told, never the token

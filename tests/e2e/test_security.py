@@ -45,7 +45,7 @@ from tests.e2e.conftest import (
 )
 from tests.helpers import ok as _data
 from tests.helpers import text as _text
-from wan_mcp.doctor import fingerprint
+from wan_mcp.doctor import FINGERPRINT_KEY_FILE, fingerprint
 from wan_mcp.simulator.harness import SimulatorServer
 
 pytestmark = pytest.mark.anyio
@@ -258,12 +258,15 @@ def test_doctor_reports_each_problem_with_a_fix_and_no_secret(leak_fresh: Simula
         out[name] = (proc.returncode, stdout.decode() + stderr.decode())
         _assert_no_secret(f"doctor output ({name})", out[name][1])
 
+    def fp(secret: str, name: str) -> str:
+        return fingerprint(secret, (tmp_path / name / "data" / FINGERPRINT_KEY_FILE).read_bytes())
+
     rc, text = out["ok"]
     assert rc == 0, text
     assert "[FAIL]" not in text and "All checks passed" in text
-    assert f"present ({fingerprint(LEAK_KEY)})" in text
+    assert f"present ({fp(LEAK_KEY, 'ok')})" in text and "hmac:" in text
     assert "key accepted: balance 100" in text and "reachable" in text
-    assert fingerprint(TOKENS[0]) in text and fingerprint(TOKENS[1]) in text
+    assert fp(TOKENS[0], "ok") in text and fp(TOKENS[1], "ok") in text
     for name in ("data dir", "output dir"):
         assert f"[ok  ] {name}" in text
     assert "HTTP Request" not in text  # no client chatter
@@ -274,7 +277,7 @@ def test_doctor_reports_each_problem_with_a_fix_and_no_secret(leak_fresh: Simula
     rc, text = out["wrong-key"]
     assert rc == 1 and "[ok  ] gateway" in text, text
     assert "[FAIL] key accepted: [auth]" in text and "401" in text and "WAN_MCP_API_KEY" in text
-    assert f"present ({fingerprint(LEAK_WRONG_KEY)})" in text
+    assert f"present ({fp(LEAK_WRONG_KEY, 'wrong-key')})" in text
 
     rc, text = out["unreachable"]
     assert rc == 1 and "[FAIL] gateway: [network]" in text and "base_url" in text

@@ -6,18 +6,27 @@ The same rules over real HTTP (401/421/403/413, refusal through the CLI) are in 
 from __future__ import annotations
 
 import logging
+import stat
 import sys
+from pathlib import Path
 
 import pytest
 
 from wan_mcp.cli import RedactingFormatter
 from wan_mcp.config import load_settings
-from wan_mcp.errors import ErrorCode, WanError
-from wan_mcp.server.transports import StaticTokenVerifier, check_bind, is_loopback, transport_security
+from wan_mcp.errors import ErrorCode, WanError, redact
+from wan_mcp.server.transports import (
+    MIN_TOKEN_CHARS,
+    StaticTokenVerifier,
+    check_bind,
+    http_tokens,
+    is_loopback,
+    transport_security,
+)
 
 pytestmark = pytest.mark.anyio
-TOKEN_A = "token-A-0123456789abcdef"
-TOKEN_B = "token-B-fedcba9876543210"
+TOKEN_A = "token-A-0123456789abcdef0123456789abcdef"
+TOKEN_B = "token-B-fedcba9876543210fedcba9876543210"
 
 
 @pytest.fixture
@@ -104,3 +113,22 @@ def test_log_lines_never_carry_a_registered_secret() -> None:
         record = logging.LogRecord("x", logging.ERROR, __file__, 1, "key=%s", (secret,), sys.exc_info())
     line = formatter.format(record)
     assert secret not in line and "key=***" in line and "boom with ***" in line
+
+
+def test_with_no_token_configured_one_is_made_once_private_and_reused(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data")
+    tokens, path = http_tokens(settings)
+    assert path == tmp_path / "data" / "http-token" and path is not None
+    assert len(tokens) == 1 and len(tokens[0]) >= MIN_TOKEN_CHARS
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert http_tokens(settings) == (tokens, path)  # the same token at the next start
+    assert redact(f"x {tokens[0]} y") == "x *** y"  # and it never reaches a log line
+
+
+def test_short_tokens_are_refused() -> None:
+    with pytest.raises(WanError) as caught:
+        http_tokens(load_settings(http_token="short-but-not-32-characters"))
+    assert (
+        caught.value.code is ErrorCode.CONFIG and "32" in caught.value.message and "token_urlsafe" in str(caught.value)
+    )
+    assert http_tokens(load_settings(http_token=TOKEN_A)) == ([TOKEN_A], None)

@@ -20,8 +20,10 @@ import hmac
 import ipaddress
 import logging
 import os
+import secrets
 import signal
 import socket
+from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
@@ -35,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from wan_mcp.config import Settings
-from wan_mcp.errors import ErrorCode, WanError
+from wan_mcp.errors import ErrorCode, WanError, register_secret
 from wan_mcp.server.app import build_server, quiet_third_party_loggers
 from wan_mcp.server.lifecycle import Lifecycle
 
@@ -102,6 +104,57 @@ def transport_security(settings: Settings, host: str, port: int) -> TransportSec
     )
 
 
+#: The shortest bearer token accepted: shorter ones can be guessed (or their fingerprint reversed).
+MIN_TOKEN_CHARS = 32
+TOKEN_FILE = "http-token"  # noqa: S105 - a file name, not a secret
+
+
+def http_tokens(settings: Settings) -> tuple[list[str], Path | None]:
+    """The bearer tokens HTTP/SSE clients must send; never none (no unauthenticated door, not even on loopback).
+
+    Configured tokens (``WAN_MCP_HTTP_TOKEN``) must be at least 32 characters. With none
+    configured, one random token is made at first start into ``<data dir>/http-token`` (mode
+    0600, readable only by this user) and reused afterwards; its path (never the token) is
+    logged so the owner can give it to their client. Returns the tokens and that file, if used.
+    """
+    tokens = [t.get_secret_value() for t in settings.http_token]
+    if tokens:
+        short = [t for t in tokens if len(t) < MIN_TOKEN_CHARS]
+        if short:
+            raise WanError(
+                ErrorCode.CONFIG,
+                f"{len(short)} of the WAN_MCP_HTTP_TOKEN tokens is shorter than {MIN_TOKEN_CHARS} characters",
+                hint='use long random tokens, e.g. the output of: python3 -c "import secrets; '
+                'print(secrets.token_urlsafe(32))"',
+            )
+        return tokens, None
+    path = settings.data_dir / TOKEN_FILE
+    try:
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except FileExistsError:
+            token = path.read_text().strip()
+        else:
+            token = secrets.token_urlsafe(32)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(token + "\n")
+    except OSError as exc:
+        raise WanError(
+            ErrorCode.CONFIG,
+            f"cannot create the HTTP token file {path} ({exc.strerror})",
+            hint="set WAN_MCP_HTTP_TOKEN to a long random string, or make the data dir writable",
+        ) from None
+    if len(token) < MIN_TOKEN_CHARS:
+        raise WanError(
+            ErrorCode.CONFIG,
+            f"the HTTP token in {path} is shorter than {MIN_TOKEN_CHARS} characters",
+            hint="delete the file to have a new one made at the next start",
+        )
+    register_secret(token)
+    return [token], path
+
+
 def check_bind(settings: Settings, host: str) -> None:
     if not is_loopback(host) and not settings.http_token:
         raise WanError(
@@ -122,18 +175,18 @@ def build_http_app(
 ) -> Any:
     """The Starlette app for an HTTP transport (also used by tests with their own uvicorn)."""
     check_bind(settings, host)
-    tokens = [t.get_secret_value() for t in settings.http_token]
-    verifier = StaticTokenVerifier(tokens) if tokens else None
-    auth = None
-    if verifier is not None:
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - compared, not bound
-        base = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
-        auth = AuthSettings(
-            issuer_url=AnyHttpUrl(base),
-            resource_server_url=AnyHttpUrl(f"{base}{'/mcp' if transport == 'http' else '/sse'}"),
-            required_scopes=["wan"],
-            validate_token_resource=False,
-        )
+    tokens, token_file = http_tokens(settings)
+    if token_file is not None:
+        log.info("HTTP clients must send 'Authorization: Bearer <the token in %s>'", token_file)
+    verifier = StaticTokenVerifier(tokens)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - compared, not bound
+    base = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
+    auth = AuthSettings(
+        issuer_url=AnyHttpUrl(base),
+        resource_server_url=AnyHttpUrl(f"{base}{'/mcp' if transport == 'http' else '/sse'}"),
+        required_scopes=["wan"],
+        validate_token_resource=False,
+    )
     server = build_server(settings, token_verifier=verifier, auth=auth, lifecycle=lifecycle, remote=True)
 
     async def healthz(_request: Request) -> JSONResponse:
@@ -227,7 +280,7 @@ async def serve(settings: Settings, transport: Transport, host: str, port: int) 
         host if ":" not in host else f"[{host}]",
         port,
         "/mcp" if transport == "http" else "/sse",
-        "required" if settings.http_token else "not required on loopback",
+        "required",
         settings.max_request_body_bytes,
     )
     if host in ("0.0.0.0", "::"):  # noqa: S104 - compared, not bound
