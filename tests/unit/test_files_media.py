@@ -82,3 +82,35 @@ def test_without_pyav_both_return_none(mp4: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "av", None)  # what `import av` sees when PyAV is absent
     assert probe_video(mp4) is None
     assert poster_frame(mp4) is None
+
+
+def _encode(path: Path, container_format: str, codec: str) -> Path:
+    import av
+
+    with av.open(str(path), mode="w", format=container_format) as out:
+        stream = out.add_stream(codec, rate=24)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(12):
+            frame = av.VideoFrame.from_image(Image.new("RGB", (160, 120), (i * 20, 40, 90)))
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("container_format", "codec"),
+    [("mp4", "mpeg4"), ("matroska", "libx264"), ("mov", "mpeg4")],
+    ids=["mp4-with-mpeg4", "matroska-named-mp4", "mov-with-mpeg4"],
+)
+def test_only_mp4_mov_with_h264_h265_aac_reach_the_decoder(tmp_path: Path, container_format: str, codec: str) -> None:
+    path = _encode(tmp_path / "result.mp4", container_format, codec)
+    assert probe_video(path) is None and poster_frame(path) is None
+
+
+def test_an_allowed_file_is_probed(tmp_path: Path) -> None:
+    path = _encode(tmp_path / "ok.mp4", "mp4", "libx264")
+    info = probe_video(path)
+    assert info is not None and info.codec == "h264" and (info.width, info.height) == (160, 120)
+    assert poster_frame(path) is not None

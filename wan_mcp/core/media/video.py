@@ -39,12 +39,36 @@ class VideoInfo:
     codec: str
 
 
+#: The only demuxer and decoders a result file is handed to. Downloaded videos are untrusted
+#: input to FFmpeg, whose other demuxers (playlists that fetch URLs, image sequences, exotic
+#: formats with a history of CVEs) we never need: Wan produces MP4/MOV with H.264 or H.265 and AAC.
+_DEMUXER = "mp4"  # FFmpeg's mov/mp4/m4a/3gp demuxer
+_VIDEO_CODECS = frozenset({"h264", "hevc"})
+_AUDIO_CODECS = frozenset({"aac"})
+
+
 def _av() -> Any | None:
     try:
         import av
     except ImportError:
         return None
     return av
+
+
+def _open_allowed(av: Any, path: Path) -> Any | None:
+    """The container if it is MP4/MOV with only allowed codecs (else None; nothing is decoded)."""
+    container = av.open(str(path), mode="r", format=_DEMUXER)
+    video = container.streams.video
+    audio = container.streams.audio
+    if (
+        not video
+        or any(str(v.codec_context.name) not in _VIDEO_CODECS for v in video)
+        or any(str(a.codec_context.name) not in _AUDIO_CODECS for a in audio)
+        or len(container.streams) != len(video) + len(audio) + len(container.streams.data)
+    ):
+        container.close()
+        return None
+    return container
 
 
 def probe_video(path: Path) -> VideoInfo | None:
@@ -59,9 +83,10 @@ def probe_video(path: Path) -> VideoInfo | None:
     if av is None:
         return None
     try:
-        with av.open(str(path), mode="r") as container:
-            if not container.streams.video:
-                return None
+        container = _open_allowed(av, path)
+        if container is None:
+            return None
+        with container:
             stream = container.streams.video[0]
             duration = 0.0
             if container.duration is not None:
@@ -80,9 +105,10 @@ def probe_video(path: Path) -> VideoInfo | None:
 
 
 def _grab_frame(av: Any, path: Path) -> Image.Image | None:
-    with av.open(str(path), mode="r") as container:
-        if not container.streams.video:
-            return None
+    container = _open_allowed(av, path)
+    if container is None:
+        return None
+    with container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         target = None
