@@ -64,6 +64,8 @@ _DEFINITE_REJECTIONS = frozenset(
 )
 #: How many finished files' probe + poster results are kept in memory (posters are <= 24 kB).
 _DESCRIBED_CACHE = 64
+#: How many images may be decoded and re-encoded at the same time (each can hold ~160 MB).
+IMAGE_PREPARATIONS = 1
 #: How many settled status results (completed and saved, or failed) are answered from memory.
 _SETTLED_CACHE = 256
 
@@ -130,6 +132,9 @@ class VideoService:
         self._describe = VideoDescriber(posters=options.poster_frames, capacity=_DESCRIBED_CACHE)
         self._settled: Lru[str, StatusResult] = Lru(_SETTLED_CACHE)
         self._leases = DownloadLeases(journal)
+        # Decoding an image can hold ~160 MB (MAX_FULL_DECODE_PIXELS): one at a time, however many
+        # uploads agents start at once (six parallel 38 MP uploads peaked at 1.2 GB, now ~290 MB).
+        self._image_work = anyio.CapacityLimiter(IMAGE_PREPARATIONS)
 
     @property
     def journal(self) -> TaskJournal:
@@ -331,7 +336,8 @@ class VideoService:
                 field=field,
                 max_bytes=self._opts.max_image_bytes,
                 keep_metadata=self._opts.keep_image_metadata,
-            )
+            ),
+            limiter=self._image_work,
         )
         record = await self._cached_upload(prepared.sha256, "image")
         cached = record is not None

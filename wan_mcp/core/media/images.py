@@ -40,6 +40,9 @@ MAX_SIDE = 2000
 #: Above real photos (a 50 MP camera is 8700x5800) and below Pillow's own bomb warning
 #: (~89 MP), which we also turn into a refusal.
 MAX_SOURCE_PIXELS = 80_000_000
+#: Formats without reduced-size decoding (everything but JPEG) are decoded at full size:
+#: 40 MP at 4 bytes a pixel is 160 MB, the most one preparation may hold (they run one at a time).
+MAX_FULL_DECODE_PIXELS = 40_000_000
 _DECODERS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # the JPEG opener also yields MPO
 _COMPLIANT = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 _COMPLIANT_MODES = {
@@ -93,13 +96,35 @@ def _open(data: bytes, field: str) -> Image.Image:
             "pass a JPEG, PNG or WebP image; the file's name or extension does not matter, its content does",
         ) from None
     width, height = im.size
-    if width <= 0 or height <= 0 or width * height > MAX_SOURCE_PIXELS:
+    limit = MAX_SOURCE_PIXELS if im.format in ("JPEG", "MPO") else MAX_FULL_DECODE_PIXELS
+    if width <= 0 or height <= 0 or width * height > limit:
         raise _invalid(
             field,
             f"the image declares {width}x{height} pixels, more than this server decodes",
-            "use an image under 80 megapixels (scale it down first)",
+            f"use an image under {limit // 1_000_000} megapixels (scale it down first)",
         )
     return im
+
+
+def _frames(im: Image.Image) -> int:
+    """How many frames, from headers only; multi-page TIFFs and GIFs are never walked (only frame 1 is used).
+
+    Counting a TIFF's pages parses every one of them (a 9 MB multi-page TIFF took 84 s of CPU);
+    a GIF is asked only whether a second frame exists.
+    """
+    if im.format == "TIFF":
+        return 1
+    if im.format == "GIF":
+        return 2 if getattr(im, "is_animated", False) else 1
+    return int(getattr(im, "n_frames", 1) or 1)
+
+
+def _draft(im: Image.Image) -> None:
+    """Let a large JPEG decode at 1/2, 1/4 or 1/8 scale, never below what the result needs."""
+    width, height = im.size
+    if im.format in ("JPEG", "MPO") and max(width, height) > MAX_SIDE:
+        scale = MAX_SIDE / max(width, height)
+        im.draft(im.mode, (max(1, int(width * scale)), max(1, int(height * scale))))
 
 
 def _load(im: Image.Image, field: str) -> None:
@@ -190,8 +215,10 @@ def prepare_image(
     fmt = im.format or "?"
     width, height = im.size
     _size_problem(width, height, field)
-    frames = int(getattr(im, "n_frames", 1) or 1)
+    frames = _frames(im)
     orientation = _orientation(im)
+    if max(width, height) > MAX_SIDE:
+        _draft(im)  # it will be scaled down anyway: decode no more pixels than the result keeps
     _load(im, field)  # proves the pixels decode, even for a passthrough
 
     compliant = (
@@ -231,7 +258,7 @@ def prepare_image(
     if frames > 1:
         im.seek(0)
         work = im.copy()
-        changes.append(f"used the first frame of the animated {fmt} ({frames} frames)")
+        changes.append(f"used the first frame of the animated {fmt}")
     if orientation != 1:
         work = ImageOps.exif_transpose(work)
         changes.append(f"applied the EXIF orientation ({orientation}) so the picture is upright")
@@ -246,6 +273,7 @@ def prepare_image(
             changes.append(f"converted the {work.mode} colours to RGB")
         work = work.convert("RGB")
 
+    source = (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # as shown, before any draft
     width, height = work.size
     _size_problem(width, height, field)  # EXIF rotation swaps sides; re-check
     if max(width, height) > MAX_SIDE:
@@ -253,8 +281,9 @@ def prepare_image(
         new_size = (max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale)))
         new_size = (min(new_size[0], MAX_SIDE), min(new_size[1], MAX_SIDE))
         work = work.resize(new_size, Image.Resampling.LANCZOS)
+    if work.size != source:
         changes.append(
-            f"scaled down from {width}x{height} to {new_size[0]}x{new_size[1]} px "
+            f"scaled down from {source[0]}x{source[1]} to {work.width}x{work.height} px "
             f"(longest side at most {MAX_SIDE} px, aspect kept)"
         )
 
