@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx2
 import pytest
@@ -251,3 +251,46 @@ async def test_unwritable_output_dir(server: str, http: httpx2.AsyncClient, tmp_
     finally:
         if kind == "chmod":
             folder.chmod(0o700)
+
+
+# --- DNS rebinding (issue 9): the connection goes to the address that was checked -----------------
+
+
+async def test_a_rebinding_name_is_fetched_from_the_address_that_passed_the_check(
+    http: httpx2.AsyncClient, tmp_path: Path
+) -> None:
+    import asyncio
+
+    hits: dict[str, int] = {"127.0.0.2": 0, "127.0.0.1": 0}
+
+    def handler(address: str) -> Any:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            hits[address] += 1
+            assert b"\r\nhost: rebind.test:" in head.lower()  # the name still travels as the Host
+            body = b"the approved host's file"
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+            writer.close()
+
+        return handle
+
+    allowed = await asyncio.start_server(handler("127.0.0.2"), "127.0.0.2", 0)
+    port = allowed.sockets[0].getsockname()[1]
+    internal = await asyncio.start_server(handler("127.0.0.1"), "127.0.0.1", port)
+    answers = iter([["127.0.0.2"], ["127.0.0.1"]])  # public-looking for the check, internal afterwards
+
+    async def rebinding(host: str, _port: int) -> list[str]:
+        assert host == "rebind.test"
+        return next(answers, ["127.0.0.1"])
+
+    policy = UrlPolicy(["127.0.0.2/32"], resolver=rebinding)
+    try:
+        result = await download_to(
+            http, f"http://rebind.test:{port}/v.mp4", tmp_path / "v.mp4", max_bytes=1000, policy=policy
+        )
+    finally:
+        allowed.close()
+        internal.close()
+    assert result.path.read_bytes() == b"the approved host's file"
+    assert hits == {"127.0.0.2": 1, "127.0.0.1": 0}

@@ -230,7 +230,7 @@ async def _download(
                 "simulator), allow it with WAN_MCP_ALLOW_PRIVATE_URLS",
             ) from None
         seen.add(current)
-        request = http.build_request("GET", current)
+        request = _pinned_request(http, current, approved)
         for name in ("authorization", "proxy-authorization", "cookie"):
             if name in request.headers:
                 del request.headers[name]
@@ -246,8 +246,8 @@ async def _download(
                 )
             status = response.status_code
             if status in _REDIRECTS and "location" in response.headers:
-                try:
-                    nxt = str(response.url.join(response.headers["location"]))
+                try:  # relative to the URL as named, not to the pinned address
+                    nxt = str(httpx2.URL(current).join(response.headers["location"]))
                 except (httpx2.InvalidURL, ValueError):
                     raise _failed(url, "the file host sent an invalid redirect") from None
                 if nxt in seen:
@@ -267,6 +267,37 @@ async def _download(
         finally:
             await response.aclose()
     raise _failed(url, f"more than {max_redirects} redirects")
+
+
+def _pinned_request(http: httpx2.AsyncClient, url: str, approved: frozenset[IPAddress]) -> httpx2.Request:
+    """A GET that connects to an address the policy approved, not to a second DNS answer.
+
+    Checking a name and then letting the client resolve it again leaves a window: a rebinding
+    name answers a public address to the check and a private one to the connect. So the
+    request goes to an approved address; the Host header and TLS (SNI and certificate
+    checks) still use the name. Allow-listed names (``approved`` empty), literal addresses and
+    proxied requests keep the URL as it is.
+    """
+    request = http.build_request("GET", url)
+    target = request.url
+    host = target.host
+    if not approved or _uses_proxy(target) or _literal_host(host):
+        return request
+    address = sorted(approved, key=lambda a: (a.version, str(a)))[0]
+    return http.build_request(
+        "GET",
+        target.copy_with(host=str(address)),
+        headers={"Host": request.headers["host"]},
+        extensions={"sni_hostname": host} if target.scheme == "https" else {},
+    )
+
+
+def _literal_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 async def _stream_body(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
 import anyio
@@ -20,7 +20,7 @@ import httpx2
 
 from wan_mcp.errors import ErrorCode, WanError
 
-__all__ = ["IPAddress", "UrlPolicy", "display_url"]
+__all__ = ["IPAddress", "Resolver", "UrlPolicy", "display_url"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -142,10 +142,20 @@ def _literal_ip(host: str) -> IPAddress | None:
     return None
 
 
+#: Host name and port in, addresses (text) out; injectable so a test can play a rebinding DNS.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def _system_resolver(host: str, port: int) -> list[str]:
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]).split("%", 1)[0] for info in infos]
+
+
 class UrlPolicy:
     """Decides whether the server may fetch a URL (SSRF guard)."""
 
-    def __init__(self, allow_private: Sequence[str] = ()) -> None:
+    def __init__(self, allow_private: Sequence[str] = (), *, resolver: Resolver | None = None) -> None:
+        self._resolver = resolver or _system_resolver
         hosts: set[str] = set()
         nets: list[IPNetwork] = []
         for entry in allow_private:
@@ -233,14 +243,13 @@ class UrlPolicy:
     async def _lookup(self, url: str, host: str, port: int, field: str) -> set[IPAddress]:
         try:
             with anyio.fail_after(_RESOLVE_TIMEOUT):
-                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                raws = await self._resolver(host, port)
         except TimeoutError:
             raise self._blocked(url, field, f"resolving {host} took too long, so it cannot be checked") from None
         except (OSError, UnicodeError) as exc:
             raise self._blocked(url, field, f"the host {host} could not be resolved ({exc})") from None
         addresses: set[IPAddress] = set()
-        for info in infos:
-            raw = str(info[4][0]).split("%", 1)[0]
+        for raw in raws:
             try:
                 addresses.add(ipaddress.ip_address(raw))
             except ValueError:
