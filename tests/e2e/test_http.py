@@ -323,3 +323,28 @@ async def test_no_unauthenticated_door_even_on_loopback(
         server.stop()
     logs = server.logs()
     assert str(token_file) in logs and token not in logs  # the path is told, never the token
+
+
+async def test_an_sse_session_is_bound_to_the_token_that_opened_it(sse_server: HttpServer) -> None:
+    """A second token (another user of a shared server) learning a session id cannot post into it."""
+    headers = {"Authorization": f"Bearer {TOKENS[0]}"}
+    async with (
+        httpx2.AsyncClient(base_url=sse_server.base, timeout=10) as http,
+        http.stream("GET", "/sse", headers=headers) as stream,
+    ):
+        endpoint = ""
+        async for line in stream.aiter_lines():
+            if line.startswith("data: /messages"):
+                endpoint = line.removeprefix("data: ")
+                break
+        assert "session_id=" in endpoint
+        message = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        foreign = await http.post(endpoint, json=message, headers={"Authorization": f"Bearer {TOKENS[1]}"})
+        unknown = await http.post(
+            endpoint.split("session_id=")[0] + "session_id=" + "0" * 32,
+            json=message,
+            headers={"Authorization": f"Bearer {TOKENS[1]}"},
+        )
+        own = await http.post(endpoint, json=message, headers=headers)
+    assert foreign.status_code == unknown.status_code == 404 and foreign.text == unknown.text  # indistinguishable
+    assert own.status_code == 202

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import ipaddress
 import logging
@@ -51,20 +52,31 @@ DRAIN_SECONDS = 5.0
 GRACEFUL_SECONDS = 10.0
 
 
+def token_principal(token: str) -> str:
+    """The principal a static token stands for: a digest prefix (never the token itself)."""
+    return "token-" + hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
 class StaticTokenVerifier(TokenVerifier):
-    """Accepts any of the configured bearer tokens, compared in constant time."""
+    """Accepts any of the configured bearer tokens, compared in constant time.
+
+    Each token is its own principal (``client_id`` and ``subject``): the SDK binds an SSE
+    session to the principal that opened it, so a client holding another token cannot post
+    into it (it gets the same 404 as for a session that does not exist).
+    """
 
     def __init__(self, tokens: list[str]) -> None:
-        self._tokens = [t.encode() for t in tokens]
+        self._tokens = [(t.encode(), token_principal(t)) for t in tokens]
 
     async def verify_token(self, token: str) -> AccessToken | None:
         candidate = token.encode()
-        ok = False
-        for known in self._tokens:  # no early exit: timing does not reveal which token matched
-            ok |= hmac.compare_digest(candidate, known)
-        if not ok:
+        principal: str | None = None
+        for known, name in self._tokens:  # no early exit: timing does not reveal which token matched
+            if hmac.compare_digest(candidate, known):
+                principal = name
+        if principal is None:
             return None
-        return AccessToken(token="(redacted)", client_id="wan-mcp-client", scopes=["wan"])  # noqa: S106
+        return AccessToken(token="(redacted)", client_id=principal, subject=principal, scopes=["wan"])  # noqa: S106
 
 
 def is_loopback(host: str) -> bool:
