@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     )
     allowed_hosts: list[str] = Field(default_factory=list, description="Extra Host header values allowed.")
     allowed_origins: list[str] = Field(default_factory=list, description="Origin header values allowed.")
+    http_header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="A client must send its request headers within this (HTTP/SSE)."
+    )
     max_request_body_bytes: int = Field(default=16 * 1024**2, gt=0, description="HTTP body cap (413).")
 
     # --- the embedded default -------------------------------------------------------

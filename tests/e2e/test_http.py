@@ -348,3 +348,60 @@ async def test_an_sse_session_is_bound_to_the_token_that_opened_it(sse_server: H
         own = await http.post(endpoint, json=message, headers=headers)
     assert foreign.status_code == unknown.status_code == 404 and foreign.text == unknown.text  # indistinguishable
     assert own.status_code == 202
+
+
+# --- limits before authentication (issue 9) ----------------------------------------------------------
+
+
+async def test_slow_header_floods_are_shed_and_healthz_still_answers(
+    leak_fresh: SimulatorServer, e2e_logs: Path, tmp_path: Path
+) -> None:
+    import socket as sockets
+
+    env = http_env(leak_fresh, tmp_path, WAN_MCP_HTTP_HEADER_TIMEOUT_SECONDS="1")
+    server = start_http_server(env, "http", e2e_logs)
+    flood: list[sockets.socket] = []
+    try:
+        for _ in range(600):
+            s = sockets.create_connection(("127.0.0.1", server.port), timeout=30)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # and never the rest
+            flood.append(s)
+        during = httpx2.get(f"{server.base}/healthz", timeout=30)
+        assert during.status_code in (200, 503)  # answered at once (503 past MAX_CONNECTIONS), never hung
+        # The server, not the client, ends every connection whose headers never complete...
+        for s in flood:
+            s.settimeout(30)
+            assert s.recv(1024) == b""
+        # ...so once the flood is shed, the server is fully available again.
+        after = httpx2.get(f"{server.base}/healthz", timeout=30)
+        assert after.status_code == 200 and after.json() == {"ok": True}
+    finally:
+        for s in flood:
+            s.close()
+        server.stop()
+
+
+async def test_one_token_cannot_hold_every_sse_session(sse_server: HttpServer) -> None:
+    from wan_mcp.server.limits import MAX_SSE_SESSIONS_PER_TOKEN
+
+    async with httpx2.AsyncClient(base_url=sse_server.base, timeout=10) as http, anyio.create_task_group() as tg:
+        opened = anyio.Event()
+        count = [0]
+
+        async def hold(token: str) -> None:
+            async with http.stream("GET", "/sse", headers={"Authorization": f"Bearer {token}"}) as stream:
+                assert stream.status_code == 200
+                count[0] += 1
+                if count[0] == MAX_SSE_SESSIONS_PER_TOKEN:
+                    opened.set()
+                await anyio.sleep_forever()
+
+        for _ in range(MAX_SSE_SESSIONS_PER_TOKEN):
+            tg.start_soon(hold, TOKENS[0])
+        with anyio.fail_after(30):
+            await opened.wait()
+        refused = await http.get("/sse", headers={"Authorization": f"Bearer {TOKENS[0]}"})
+        assert refused.status_code == 429 and "too many open SSE sessions" in refused.text
+        async with http.stream("GET", "/sse", headers={"Authorization": f"Bearer {TOKENS[1]}"}) as other:
+            assert other.status_code == 200  # another token is not slowed by it
+        tg.cancel_scope.cancel()

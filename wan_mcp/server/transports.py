@@ -41,6 +41,7 @@ from wan_mcp.config import Settings
 from wan_mcp.errors import ErrorCode, WanError, register_secret
 from wan_mcp.server.app import build_server, quiet_third_party_loggers
 from wan_mcp.server.lifecycle import Lifecycle
+from wan_mcp.server.limits import MAX_CONNECTIONS, GuardedH11Protocol, SseSessionLimit
 
 log = logging.getLogger("wan_mcp.transports")
 
@@ -215,7 +216,9 @@ def build_http_app(
             transport_security=security,
             host=host,
         )
-    return server.sse_app(max_request_body_size=settings.max_request_body_bytes, transport_security=security, host=host)
+    return SseSessionLimit(
+        server.sse_app(max_request_body_size=settings.max_request_body_bytes, transport_security=security, host=host)
+    )
 
 
 class GracefulServer(uvicorn.Server):
@@ -285,6 +288,9 @@ async def serve(settings: Settings, transport: Transport, host: str, port: int) 
         lifespan="on",
         timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
         server_header=False,  # /healthz and the rest say nothing about the software
+        # a deadline for headers (slow-header floods)
+        http=type("Guarded", (GuardedH11Protocol,), {"header_timeout": settings.http_header_timeout_seconds}),
+        limit_concurrency=MAX_CONNECTIONS,
     )
     log.info(
         "wan-mcp %s listening on http://%s:%d%s (bearer token %s, request bodies up to %d bytes)",
