@@ -332,11 +332,12 @@ async def test_an_sse_session_is_bound_to_the_token_that_opened_it(sse_server: H
         httpx2.AsyncClient(base_url=sse_server.base, timeout=10) as http,
         http.stream("GET", "/sse", headers=headers) as stream,
     ):
+        # Read with a held iterator, never `break` out of `async for`: the abandoned generator
+        # would be finalized at some later point and close the stream, ending the session.
+        lines = stream.aiter_lines()
         endpoint = ""
-        async for line in stream.aiter_lines():
-            if line.startswith("data: /messages"):
-                endpoint = line.removeprefix("data: ")
-                break
+        while not endpoint.startswith("/messages"):
+            endpoint = (await lines.__anext__()).removeprefix("data: ")
         assert "session_id=" in endpoint
         message = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
         foreign = await http.post(endpoint, json=message, headers={"Authorization": f"Bearer {TOKENS[1]}"})
