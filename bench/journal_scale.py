@@ -18,8 +18,8 @@ from typing import IO
 import anyio
 
 from bench.common import Row, newest_child, ours_env, ours_params, percentile, rss_mb, stdio_session, timed_calls
-from wan_mcp.core import journal as journal_mod
 from wan_mcp.core.journal import SqliteJournal
+from wan_mcp.core.journal import schema as journal_schema
 
 STATUSES = ("completed",) * 8 + ("failed", "in_progress")
 
@@ -62,7 +62,7 @@ async def fill(path: Path, rows: int) -> float:
         for i in range(rows)
     ]
     placeholders = ", ".join("?" * 17)
-    sql = f"INSERT INTO tasks ({journal_mod._TASK_COLUMNS}) VALUES ({placeholders})"
+    sql = f"INSERT INTO tasks ({journal_schema._TASK_COLUMNS}) VALUES ({placeholders})"
 
     def bulk(conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
