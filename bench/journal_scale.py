@@ -58,10 +58,12 @@ async def fill(path: Path, rows: int) -> float:
             None,
             None,
             None,
+            750_000,
+            "bench",
         )
         for i in range(rows)
     ]
-    placeholders = ", ".join("?" * 17)
+    placeholders = ", ".join("?" * 19)
     sql = f"INSERT INTO tasks ({journal_schema._TASK_COLUMNS}) VALUES ({placeholders})"
 
     def bulk(conn: sqlite3.Connection) -> None:

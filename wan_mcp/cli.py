@@ -148,7 +148,7 @@ def _serve(args: argparse.Namespace) -> int:
     if getattr(args, "simulate", False) or base.simulate:
         from wan_mcp.simulator.harness import SimulatorServer
 
-        with SimulatorServer(job_seconds=base.simulator_job_seconds) as sim:
+        with SimulatorServer(job_seconds=base.simulator_job_seconds, balance=base.simulator_balance_usd) as sim:
             logging.getLogger("wan_mcp").info("simulated gateway at %s (no key, no cost)", sim.base_url)
             settings = load_settings(
                 **{

@@ -152,9 +152,27 @@ class Settings(BaseSettings):
     )
     max_request_body_bytes: int = Field(default=16 * 1024**2, gt=0, description="HTTP body cap (413).")
 
+    # --- spending -----------------------------------------------------------------------
+    budget_daily_usd: float = Field(
+        default=25.0, ge=0, description="Most estimated USD spent per day (server's local day); 0 = unlimited."
+    )
+    budget_session_usd: float | None = Field(
+        default=None, ge=0, description="Most estimated USD spent by this server process; unset/0 = unlimited."
+    )
+    confirm_above_usd: float = Field(
+        default=2.0, ge=0, description="A call quoted above this asks the user first (elicitation or confirm_token)."
+    )
+    read_only: bool = Field(default=False, description="Refuse every paid or uploading call (quotes, dry runs work).")
+    prices_file: Path | None = Field(
+        default=None, description="JSON price table overriding the shipped estimates (same shape as prices.json)."
+    )
+
     # --- the embedded default -------------------------------------------------------
     simulate: bool = Field(default=False, description="Run against an in-process gateway simulator.")
     simulator_job_seconds: float = Field(default=4.0, ge=0, description="How long a simulated job takes.")
+    simulator_balance_usd: float = Field(
+        default=100.0, ge=0, description="The simulated account's balance (spent per completed second; 402 at 0)."
+    )
 
     _paths = field_validator("allowed_dirs", mode="before")(_split_paths)
     _commas = field_validator("allow_private_urls", "allowed_hosts", "allowed_origins", "http_token", mode="before")(
@@ -168,7 +186,7 @@ class Settings(BaseSettings):
             raise ValueError("base_url must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("data_dir", "output_dir", "inbox_dir", mode="after")
+    @field_validator("data_dir", "output_dir", "inbox_dir", "prices_file", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None

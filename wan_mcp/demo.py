@@ -37,6 +37,7 @@ class Row:
     duration: float
     ok: bool
     problem: str = ""
+    quote_usd: float = 0.0
 
 
 def _make_image(path: Path) -> None:
@@ -98,11 +99,12 @@ async def _wait_done(client: Client, label: str, task_id: str) -> dict[str, Any]
     raise RuntimeError(f"task {task_id} did not finish")
 
 
-def _check(mode: str, status: dict[str, Any], started: float) -> Row:
+def _check(mode: str, status: dict[str, Any], started: float, submitted: dict[str, Any]) -> Row:
     from wan_mcp.core.media import probe_video
 
     path = status.get("local_path") or ""
     row = Row(mode, status["task_id"], time.monotonic() - started, path, 0, 0, 0.0, False)
+    row.quote_usd = float((submitted.get("quote") or {}).get("usd", 0))
     if status["status"] != "completed" or not path:
         row.problem = f"status {status['status']}: {status.get('error')}"
         return row
@@ -121,7 +123,7 @@ def _check(mode: str, status: dict[str, Any], started: float) -> Row:
     return row
 
 
-async def _drive(out: Path, base_url: str) -> list[Row]:
+async def _drive(out: Path, base_url: str) -> tuple[list[Row], str]:
     inputs = out / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
     image = inputs / "portrait.png"
@@ -175,11 +177,12 @@ async def _drive(out: Path, base_url: str) -> list[Row]:
                 },
             )
         )
-        print(f"submitted t2v {t2v['task_id']} and i2v {i2v['task_id']}", file=sys.stderr)
+        for label, job in (("t2v", t2v), ("i2v", i2v)):
+            print(f"submitted {label} {job['task_id']}: {_cost(job)}", file=sys.stderr)
         t2v_done = await _wait_done(client, "t2v", t2v["task_id"])
-        rows.append(_check("t2v", t2v_done, started))
+        rows.append(_check("t2v", t2v_done, started, t2v))
         i2v_done = await _wait_done(client, "i2v", i2v["task_id"])
-        rows.append(_check("i2v", i2v_done, started))
+        rows.append(_check("i2v", i2v_done, started, i2v))
 
         started = time.monotonic()
         ref = t2v_done.get("local_path")
@@ -195,18 +198,35 @@ async def _drive(out: Path, base_url: str) -> list[Row]:
                 },
             )
         )
-        print(f"submitted r2v {r2v['task_id']} (reference: the t2v result)", file=sys.stderr)
-        rows.append(_check("r2v", await _wait_done(client, "r2v", r2v["task_id"]), started))
+        print(f"submitted r2v {r2v['task_id']} (reference: the t2v result): {_cost(r2v)}", file=sys.stderr)
+        rows.append(_check("r2v", await _wait_done(client, "r2v", r2v["task_id"]), started, r2v))
 
         listed = _structured(await client.call_tool("list_tasks", {"limit": 5}))
         print(f"list_tasks shows {len(listed['tasks'])} task(s) in the journal", file=sys.stderr)
-    return rows
+        usage = await client.call_tool("get_usage", {})
+        _structured(usage)
+        spending = " ".join(getattr(c, "text", "") for c in usage.content)
+    return rows, spending
+
+
+def _cost(job: dict[str, Any]) -> str:
+    quote = job.get("quote") or {}
+    spent = job.get("spent_today_usd", 0)
+    return f"about USD {quote.get('usd', 0):g} ({quote.get('basis', 'no quote')}); spent today USD {spent:g}"
 
 
 def _table(rows: list[Row]) -> str:
-    head = ("mode", "task id", "seconds", "file", "resolution", "duration")
+    head = ("mode", "task id", "seconds", "quote (USD, est.)", "file", "resolution", "duration")
     body = [
-        (r.mode, r.task_id, f"{r.seconds:.1f}", r.path or "-", f"{r.width}x{r.height}", f"{r.duration:.1f}s")
+        (
+            r.mode,
+            r.task_id,
+            f"{r.seconds:.1f}",
+            f"{r.quote_usd:g}",
+            r.path or "-",
+            f"{r.width}x{r.height}",
+            f"{r.duration:.1f}s",
+        )
         for r in rows
     ]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=False)]
@@ -228,9 +248,10 @@ def run_demo(out: str = "wan-mcp-demo", job_seconds: float = 3.0) -> int:
     print(f"wan-mcp demo: simulator + real stdio server + MCP client; files under {out_dir}", file=sys.stderr)
     with SimulatorServer(job_seconds=job_seconds, api_keys={DEMO_KEY}, seed=secrets.randbits(32)) as sim:
         print(f"simulated gateway at {sim.base_url}", file=sys.stderr)
-        rows = anyio.run(_drive, out_dir, sim.base_url)
+        rows, spending = anyio.run(_drive, out_dir, sim.base_url)
         creates = sim.count(endpoint="create")
     print(_table(rows))
+    print(spending)
     for r in rows:
         if not r.ok:
             print(f"FAILED {r.mode}: {r.problem}", file=sys.stderr)

@@ -15,6 +15,7 @@ import secrets
 import sys
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import anyio
 
@@ -22,7 +23,8 @@ from wan_mcp import __version__
 from wan_mcp.config import Settings, load_settings
 from wan_mcp.errors import ErrorCode, WanError
 
-Check = tuple[bool | None, str, str]
+#: (True = ok, False = FAIL, None = skipped, "warn" = works but deserves a look), label, detail.
+Check = tuple[bool | Literal["warn"] | None, str, str]
 
 
 #: Where the key for fingerprints lives (in the data dir, readable only by this user).
@@ -69,8 +71,8 @@ def _writable(path: Path) -> str | None:
     return None
 
 
-def _line(ok: bool | None, label: str, detail: str) -> str:
-    mark = {True: "ok  ", False: "FAIL", None: "skip"}[ok]
+def _line(ok: bool | Literal["warn"] | None, label: str, detail: str) -> str:
+    mark = {True: "ok  ", False: "FAIL", None: "skip", "warn": "WARN"}[ok]
     return f"[{mark}] {label}: {detail}"
 
 
@@ -141,6 +143,42 @@ def _token_check(settings: Settings) -> Check:
     return (True, "http token", f"{len(settings.http_token)} configured ({prints})")
 
 
+def _spending_checks(settings: Settings) -> list[Check]:
+    """Budgets as configured (no daily budget is flagged) and whether the price table loads."""
+    from wan_mcp.core.spending import PriceTable
+
+    out: list[Check] = []
+    if settings.budget_daily_usd == 0:
+        out.append(
+            (
+                "warn",
+                "daily budget",
+                "none (WAN_MCP_BUDGET_DAILY_USD=0): an agent may spend without limit; set a daily cap in USD "
+                "(the default is 25)",
+            )
+        )
+    else:
+        session = settings.budget_session_usd
+        out.append(
+            (
+                True,
+                "budgets",
+                f"USD {settings.budget_daily_usd:g} per day"
+                + (f", USD {session:g} per server session" if session else "")
+                + f"; calls above USD {settings.confirm_above_usd:g} are confirmed by the user"
+                + ("; READ-ONLY: no paid call is made" if settings.read_only else ""),
+            )
+        )
+    try:
+        table = PriceTable.load(settings.prices_file)
+    except WanError as err:
+        out.append((False, "prices", err.render()))
+    else:
+        source = f"file {settings.prices_file}" if settings.prices_file else "shipped estimates"
+        out.append((True, "prices", f"{source} as of {table.as_of}; quotes never under-state the table"))
+    return out
+
+
 def run_doctor() -> int:
     # The HTTP client logs each request at INFO; the check lines say it better.
     for name in ("httpx2", "httpcore", "httpcore2"):
@@ -202,6 +240,7 @@ def run_doctor() -> int:
             )
         )
     checks.append(_token_check(settings))
+    checks.extend(_spending_checks(settings))
     checks.extend(anyio.run(_gateway_checks, settings))
     for ok, label, detail in checks:
         print(_line(ok, label, detail))

@@ -37,6 +37,10 @@ class ErrorCode(StrEnum):
     URL_BLOCKED = "url_blocked"  # SSRF guard refused a URL
     CONFIG = "config"  # missing key, bad setting
     JOURNAL = "journal"  # the local task journal is corrupt, locked or unwritable
+    BUDGET_EXCEEDED = "budget_exceeded"  # this call's quote would pass a spending budget
+    READ_ONLY = "read_only"  # WAN_MCP_READ_ONLY: no paid or uploading call is made
+    CONFIRMATION_REQUIRED = "confirmation_required"  # the quote is above the threshold: ask the user
+    NOT_CONFIRMED = "not_confirmed"  # the user declined or cancelled the spend
 
 
 class WanError(Exception):
@@ -53,6 +57,7 @@ class WanError(Exception):
         retry_after: float | None = None,
         task_id: str | None = None,
         http_status: int | None = None,
+        extra: dict[str, object] | None = None,
     ) -> None:
         self.code = code
         self.message = redact(message)
@@ -62,6 +67,9 @@ class WanError(Exception):
         self.retry_after = retry_after
         self.task_id = task_id
         self.http_status = http_status
+        #: Structured facts an agent acts on beside the message (a quote, a confirm token, the
+        #: spend so far); they go into the tool result's structured content, at its top level.
+        self.extra = dict(extra) if extra else {}
         super().__init__(self.render())
 
     def with_task(self, task_id: str | None) -> WanError:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -265,7 +266,7 @@ def test_doctor_reports_each_problem_with_a_fix_and_no_secret(leak_fresh: Simula
     assert rc == 0, text
     assert "[FAIL]" not in text and "All checks passed" in text
     assert f"present ({fp(LEAK_KEY, 'ok')})" in text and "hmac:" in text
-    assert "key accepted: balance 100" in text and "reachable" in text
+    assert re.search(r"key accepted: balance \d", text) and "reachable" in text
     assert fp(TOKENS[0], "ok") in text and fp(TOKENS[1], "ok") in text
     for name in ("data dir", "output dir"):
         assert f"[ok  ] {name}" in text

@@ -191,9 +191,10 @@ async def test_upload_refused_file_is_invalid_file(client: GatewayClient, sim: S
     assert sim.count(endpoint="upload_image") == 1
 
 
-async def test_balance(client: GatewayClient) -> None:
+async def test_balance(client: GatewayClient, sim: SimulatorServer) -> None:
+    sim.engine.clear_tasks()  # the module's earlier tasks have spent some of it
     balance = await client.get_balance()
-    assert balance.remain_balance == 100.0 and not balance.unlimited
+    assert balance.remain_balance == 100.0 and balance.used_balance == 0 and not balance.unlimited
 
 
 # --- documented response shapes -----------------------------------------------------------------

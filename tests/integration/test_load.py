@@ -32,7 +32,9 @@ def sim() -> Iterator[SimulatorServer]:
 
 
 async def test_a_hundred_live_tasks_waited_on_at_once_are_all_answered(sim: SimulatorServer, tmp_path: Path) -> None:
-    settings = simulator_settings(sim, tmp_path, key=KEY, poll_interval_seconds=0.5, upstream_rate_budget=50.0)
+    settings = simulator_settings(
+        sim, tmp_path, key=KEY, poll_interval_seconds=0.5, upstream_rate_budget=50.0, budget_daily_usd=0
+    )
     async with Client(build_server(settings)) as client:
         ids: list[str] = []
         limiter = anyio.Semaphore(16)

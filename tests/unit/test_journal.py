@@ -134,11 +134,11 @@ async def test_migrations_from_empty_file(db_path: Path) -> None:
     j = await SqliteJournal.open(db_path)
     await j.close()
     with sqlite3.connect(db_path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         names = {r[0] for r in raw.execute("SELECT name FROM sqlite_master")}
-    assert {"tasks", "uploads", "download_leases"} <= names
-    assert {"tasks_task_id", "tasks_created", "tasks_status_created", "tasks_fingerprint"} <= names
+    assert {"tasks", "uploads", "download_leases", "confirmations"} <= names
+    assert {"tasks_task_id", "tasks_created", "tasks_status_created", "tasks_fingerprint", "tasks_spender"} <= names
     # Re-opening an up-to-date file migrates nothing and keeps data.
     j = await SqliteJournal.open(db_path)
     rec = await submit(j)

@@ -512,6 +512,12 @@ def test_fingerprint_ignores_spelling_but_not_content() -> None:
             "model": "wan2.6",
         },
         {"prompt": "a cat", "seed": None, "negative_prompt": ""},
+        # The request as it will be sent: the gateway's defaults spelled out change nothing,
+        # nor do inner whitespace and a trailing full stop (issue 10: both bypassed the guard).
+        {"prompt": "a cat", "watermark": False, "prompt_extend": True, "shot_type": "single", "audio": True},
+        {"prompt": "a  cat."},
+        {"prompt": "a\tcat !"},
+        {"duration": 5, "prompt": "a cat", "resolution": "1080p"},
     ]
     for args in same:
         assert request_fingerprint(parse_video_request(args)) == base
@@ -520,8 +526,12 @@ def test_fingerprint_ignores_spelling_but_not_content() -> None:
         {"prompt": "a cat", "duration": 10},
         {"prompt": "a cat", "aspect_ratio": "1:1"},
         {"prompt": "a cat", "seed": 1},
-        {"prompt": "a cat", "watermark": False},
+        {"prompt": "a cat", "watermark": True},
+        {"prompt": "a cat", "prompt_extend": False},
+        {"prompt": "a cat", "shot_type": "multi"},
+        {"prompt": "a cat", "resolution": "720p"},
         {"prompt": "a cat", "image": "a.png"},
+        {"prompt": "a cat. a dog"},
     ]
     prints = {request_fingerprint(parse_video_request(a)) for a in different}
     assert base not in prints

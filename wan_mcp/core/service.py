@@ -17,8 +17,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,18 @@ from wan_mcp.core import offload
 from wan_mcp.core.arguments import Problem
 from wan_mcp.core.boundary import FileBoundary, UrlPolicy, download_to
 from wan_mcp.core.caches import Lru
-from wan_mcp.core.journal import STATUS_ORDER, TERMINAL, TaskJournal, TaskRecord, UploadRecord
+from wan_mcp.core.journal import (
+    STATUS_ORDER,
+    TERMINAL,
+    Duplicate,
+    OverBudget,
+    SpendLimit,
+    Submission,
+    TaskJournal,
+    TaskRecord,
+    TokenRefused,
+    UploadRecord,
+)
 from wan_mcp.core.leases import DownloadLeases
 from wan_mcp.core.media import VideoDescriber, looks_like_image, prepare_image, sniff_video, video_problem
 from wan_mcp.core.request import (
@@ -42,8 +53,21 @@ from wan_mcp.core.request import (
     parse_video_request,
     request_fingerprint,
 )
+from wan_mcp.core.spending import (
+    CONFIRM_TOKEN_TTL_SECONDS,
+    MICRO,
+    Confirmer,
+    Decision,
+    PriceTable,
+    Quote,
+    SpendingPolicy,
+    SpendQuestion,
+    format_usd,
+    new_confirm_token,
+    token_digest,
+)
 from wan_mcp.core.tracker import TaskTracker, UpdateFn, observation_of
-from wan_mcp.core.views import ErrorInfo, TaskList, TaskView, UploadView
+from wan_mcp.core.views import ErrorInfo, PlanView, QuoteView, TaskList, TaskView, UploadView, UsageView, iso
 from wan_mcp.errors import ErrorCode, WanError
 from wan_mcp.gateway.provider import VideoProvider
 from wan_mcp.gateway.wire import classify_failure
@@ -82,10 +106,19 @@ class ServiceOptions:
     #: Whether tool arguments may name files on this machine (off for remote HTTP/SSE clients).
     local_paths: bool = True
     keep_image_metadata: bool = False
+    #: Budgets, the confirmation threshold and read-only mode (default: no limits, never asks).
+    spending: SpendingPolicy = field(default_factory=lambda: SpendingPolicy(None, None, None, False, "local"))
 
     @classmethod
     def from_settings(cls, s: Settings, *, local_paths: bool = True) -> ServiceOptions:
         return cls(
+            spending=SpendingPolicy.from_usd(
+                daily=s.budget_daily_usd,
+                session=s.budget_session_usd,
+                confirm_above=s.confirm_above_usd,
+                read_only=s.read_only,
+                session_id=f"process-{uuid.uuid4().hex}",
+            ),
             local_paths=local_paths,
             max_wait_seconds=s.max_wait_seconds,
             max_download_bytes=s.max_download_bytes,
@@ -108,7 +141,7 @@ def new_business_id() -> str:
 
 class VideoService:
     #: generate_video's own arguments besides the request fields (taken out by the tool layer).
-    TOOL_ARGUMENTS = ("wait_seconds",)
+    TOOL_ARGUMENTS = ("wait_seconds", "dry_run", "confirm_token")
 
     def __init__(
         self,
@@ -120,6 +153,8 @@ class VideoService:
         url_policy: UrlPolicy,
         http: httpx2.AsyncClient,
         options: ServiceOptions,
+        prices: PriceTable | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._provider = provider
         self._journal = journal
@@ -135,6 +170,12 @@ class VideoService:
         # Decoding an image can hold ~160 MB (MAX_FULL_DECODE_PIXELS): one at a time, however many
         # uploads agents start at once (six parallel 38 MP uploads peaked at 1.2 GB, now ~290 MB).
         self._image_work = anyio.CapacityLimiter(IMAGE_PREPARATIONS)
+        self._prices = prices if prices is not None else PriceTable.load()
+        self._spending = options.spending
+        self._now = wall_clock
+        # Submissions of this process whose POST is in flight: an identical call waits for the
+        # answer instead of reporting a task id that does not exist yet.
+        self._inflight: dict[str, anyio.Event] = {}
 
     @property
     def journal(self) -> TaskJournal:
@@ -154,40 +195,285 @@ class VideoService:
     # --- generate_video ----------------------------------------------------------------
 
     async def generate(
-        self, args: Mapping[str, Any], *, wait_seconds: float, on_update: UpdateFn | None = None
-    ) -> TaskView:
+        self,
+        args: Mapping[str, Any],
+        *,
+        wait_seconds: float,
+        on_update: UpdateFn | None = None,
+        dry_run: bool = False,
+        confirm_token: str | None = None,
+        confirm: Confirmer | None = None,
+    ) -> TaskView | PlanView:
+        """Validate, quote, check budgets and consent, upload, reserve and POST once.
+
+        Nothing with a side effect (an upload, a journal row, a POST) happens before the
+        request is valid, within every budget and, above the threshold, approved by the user;
+        the budgets and the duplicate guard are checked again atomically with the journal write.
+        """
         # Off the loop: an inline image is base64-decoded here (once), which takes ~100 ms for 10 MB.
         validated = await offload.run_sync(partial(parse_video_request, args, tool_arguments=self.TOOL_ARGUMENTS))
+        quote = self._quote(validated)
+        if dry_run:
+            return await self._plan(validated, quote)
+        self._refuse_if_read_only("generate_video", "it starts a paid job")
         self._provider.check_ready()  # no key: say so before uploading or journaling anything
+        fingerprint = request_fingerprint(validated)
+        window = self._opts.dedupe_window_seconds
+
+        duplicate = await self._journal.find_recent_duplicate(fingerprint, window)
+        if duplicate is not None:
+            return await self._duplicate_view(duplicate)
+        limits = self._spending.limits(self._now())
+        for limit, spent in zip(limits, await self._journal.spent(limits), strict=True):
+            if spent + quote.micro_usd > limit.limit_micro:
+                raise self._over_budget(limit, spent, quote)
+        token_sha = None
+        if self._spending.needs_confirmation(quote.micro_usd):
+            if confirm_token is not None:
+                token_sha = token_digest(confirm_token)  # used up atomically with the reservation below
+            elif confirm is not None:
+                decision = await confirm(self._question(validated, quote, fingerprint))
+                if decision is not Decision.ACCEPT:
+                    raise self._not_confirmed(decision, quote)
+            else:
+                raise await self._confirmation_required(quote, fingerprint)
+
         image_url, reference_urls = await self._resolve_media(validated)
         payload = validated.to_payload(image_url=image_url, reference_urls=reference_urls)
-        fingerprint = request_fingerprint(validated)
-
-        duplicate = await self._journal.find_recent_duplicate(fingerprint, self._opts.dedupe_window_seconds)
-        if duplicate is not None and duplicate.status not in ("failed", "rejected"):
-            view = self._view(duplicate, include_sent=True)
-            view.deduplicated = True
-            return self._explain(view)
-
         business_id = new_business_id()
-        await self._journal.record_submission(
-            business_id=business_id,
-            model=validated.request.model,
-            mode=validated.mode,
-            payload=payload,
-            fingerprint=fingerprint,
+        outcome = await self._journal.reserve(
+            Submission(
+                business_id=business_id,
+                model=validated.request.model,
+                mode=validated.mode,
+                payload=payload,
+                fingerprint=fingerprint,
+                cost_micro_usd=quote.micro_usd,
+                spender=self._spending.session,
+            ),
+            limits=self._spending.limits(self._now()),
+            dedupe_within=window,
+            confirm_token_sha256=token_sha,
         )
-        # Shielded: once the POST may have left, a client cancel must not stop us from
-        # journaling what the gateway answered (invariant 3). Every step is time-bounded.
-        with anyio.CancelScope(shield=True):
-            record = await self._submit(business_id, payload)
+        if isinstance(outcome, Duplicate):
+            return await self._duplicate_view(outcome.record)
+        if isinstance(outcome, OverBudget):
+            raise self._over_budget(outcome.limit, outcome.spent_micro, quote)
+        if isinstance(outcome, TokenRefused):
+            raise self._token_refused(outcome.reason)
+
+        done = self._inflight[business_id] = anyio.Event()
+        try:
+            # Shielded: once the POST may have left, a client cancel must not stop us from
+            # journaling what the gateway answered (invariant 3). Every step is time-bounded.
+            with anyio.CancelScope(shield=True):
+                record = await self._submit(business_id, payload)
+        finally:
+            done.set()
+            self._inflight.pop(business_id, None)
         if wait_seconds > 0:
             record = await self._tracker.wait(record, within=wait_seconds, on_update=on_update)
         view = self._view(record, include_sent=True)
         if record.status == "completed" and wait_seconds > 0:
             view = (await self._finish(record, download=True)).view
             view.sent = payload
+        view.quote = _quote_view(quote)
+        view.spent_today_usd = await self._spent_today()
         return self._explain(view)
+
+    # --- spending ---------------------------------------------------------------------------
+
+    def _quote(self, v: ValidatedRequest) -> Quote:
+        req = v.request
+        return self._prices.quote(model=req.model, resolution=req.resolution, audio=v.has_audio, seconds=req.duration)
+
+    async def _spent_today(self) -> float:
+        daily = self._spending.usage_scopes(self._now())[:1]
+        return (await self._journal.spent(daily))[0] / MICRO
+
+    def _refuse_if_read_only(self, tool: str, why: str) -> None:
+        if self._spending.read_only:
+            raise WanError(
+                ErrorCode.READ_ONLY,
+                f"this server is read-only (WAN_MCP_READ_ONLY=1) and {tool} {why}, so nothing was sent",
+                hint="generate_video(dry_run=true) still shows the exact request and its quote, and get_usage the "
+                "spend; to make videos, the user unsets WAN_MCP_READ_ONLY in the server's settings",
+            )
+
+    async def _duplicate_view(self, record: TaskRecord) -> TaskView:
+        """An identical request made moments ago: that task, at no new cost.
+
+        If its POST is still in flight in this process, wait (bounded) for the gateway's answer
+        so the agent gets a real task id rather than our business id.
+        """
+        done = self._inflight.get(record.business_id)
+        if done is not None and record.status == "submitting":
+            with anyio.move_on_after(self._opts.max_wait_seconds):
+                await done.wait()
+            record = await self._journal.get(record.business_id) or record
+        view = self._view(record, include_sent=True)
+        view.deduplicated = True
+        view.quote = QuoteView(usd=0, credits=0, basis=f"identical to task {record.id}: no new job, no new charge")
+        view.spent_today_usd = await self._spent_today()
+        return self._explain(view)
+
+    def _over_budget(self, limit: SpendLimit, spent: int, quote: Quote) -> WanError:
+        setting = self._spending.setting(limit.name)
+        scope = "today" if limit.name == "daily" else "by this server session"
+        later = (
+            "wait until tomorrow (midnight, server time)"
+            if limit.name == "daily"
+            else "restart the server for a new session"
+        )
+        return WanError(
+            ErrorCode.BUDGET_EXCEEDED,
+            f"the {limit.name} budget would be exceeded: {format_usd(spent)} of {format_usd(limit.limit_micro)} "
+            f"already spent {scope} (estimate), and this call costs about {format_usd(quote.micro_usd)} "
+            f"({quote.basis}); nothing was submitted or uploaded",
+            hint=f"tell the user; they can raise {setting} (now {limit.limit_micro / MICRO:g}) in the server's "
+            f"settings, or {later}; a cheaper request (720p, a shorter duration) costs less",
+            extra={
+                "budget": limit.name,
+                "limit_usd": limit.limit_micro / MICRO,
+                "spent_usd": spent / MICRO,
+                "quote": quote.as_dict(),
+                "setting": setting,
+            },
+        )
+
+    def _question(self, v: ValidatedRequest, quote: Quote, fingerprint: str) -> SpendQuestion:
+        req = v.request
+        prompt = (req.prompt or "")[:160] + ("..." if req.prompt and len(req.prompt) > 160 else "")
+        what = {"t2v": "text-to-video", "i2v": "image-to-video", "r2v": "reference-to-video"}[v.mode]
+        message = (
+            f"Spend about {format_usd(quote.micro_usd)} ({quote.credits} credits, estimate) on a "
+            f"{req.duration} s {req.resolution} {what} video with {req.model}?"
+            + (f' Prompt: "{prompt}"' if prompt else "")
+        )
+        return SpendQuestion(message=message, key=f"{fingerprint}:{quote.micro_usd}")
+
+    def _not_confirmed(self, decision: Decision, quote: Quote) -> WanError:
+        how = "declined" if decision is Decision.DECLINE else "dismissed"
+        return WanError(
+            ErrorCode.NOT_CONFIRMED,
+            f"the user {how} spending about {format_usd(quote.micro_usd)} on this video; nothing was sent",
+            hint="do not retry unless the user asks; offer a cheaper request (720p, a shorter duration) or "
+            "generate_video(dry_run=true) to show what it would cost",
+            extra={"quote": quote.as_dict()},
+        )
+
+    async def _confirmation_required(self, quote: Quote, fingerprint: str) -> WanError:
+        """No way to ask the user from here: hand out a single-use token for this exact request."""
+        token = new_confirm_token()
+        expires_at = self._now() + CONFIRM_TOKEN_TTL_SECONDS
+        await self._journal.add_confirmation(
+            token_digest(token), fingerprint=fingerprint, cost_micro_usd=quote.micro_usd, expires_at=expires_at
+        )
+        threshold = (self._spending.confirm_above_micro or 0) / MICRO
+        return WanError(
+            ErrorCode.CONFIRMATION_REQUIRED,
+            f"this call costs about {format_usd(quote.micro_usd)} ({quote.basis}), above the USD {threshold:g} "
+            "that needs the user's approval; nothing was sent",
+            field="confirm_token",
+            hint=f"show the user this cost and ask; only if they agree, call generate_video again with the SAME "
+            f"arguments plus confirm_token='{token}' (valid {CONFIRM_TOKEN_TTL_SECONDS / 60:g} min, once)",
+            extra={"quote": quote.as_dict(), "confirm_token": token, "confirm_token_expires_at": iso(expires_at)},
+        )
+
+    def _token_refused(self, reason: str) -> WanError:
+        why = {
+            "unknown": "is not one this server issued",
+            "expired": "has expired",
+            "used": "was already used",
+            "other_request": "was issued for a different request (a token confirms only the exact call it was "
+            "quoted for)",
+        }.get(reason, "is not valid")
+        return WanError(
+            ErrorCode.CONFIRMATION_REQUIRED,
+            f"this confirm_token {why}; nothing was sent",
+            field="confirm_token",
+            hint="call generate_video again without confirm_token to get a fresh quote and token, and ask the user",
+        )
+
+    async def _plan(self, v: ValidatedRequest, quote: Quote) -> PlanView:
+        """``dry_run``: everything but the side effects; local files are checked, not read or sent."""
+        uploads: list[str] = []
+        sources: list[tuple[str, MediaSource]] = [("image", v.image)] if v.image is not None else []
+        sources += [(f"reference_videos[{i}]", src) for i, src in enumerate(v.references)]
+        for name, src in sources:
+            if src.kind is SourceKind.URL:
+                continue
+            if src.kind is SourceKind.PATH:
+                self._check_local_paths(name)
+                await offload.run_sync(partial(self._boundary.check, src.value, field=name))
+            uploads.append(f"{name}: {src.describe()} (uploaded at submit; reused if sent before)")
+        limits = self._spending.usage_scopes(self._now())
+        spent_today, spent_session = await self._journal.spent(limits)
+        daily, session = self._spending.daily_micro, self._spending.session_micro
+        steps = []
+        for name, limit, spent in (("daily", daily, spent_today), ("session", session, spent_session)):
+            if limit is not None and spent + quote.micro_usd > limit:
+                steps.append(
+                    f"it would exceed the {name} budget ({format_usd(spent)} of {format_usd(limit)} spent): "
+                    f"the user can raise {self._spending.setting(name)}"  # type: ignore[arg-type]
+                )
+        needs = self._spending.needs_confirmation(quote.micro_usd)
+        if self._spending.read_only:
+            steps.append("this server is read-only (WAN_MCP_READ_ONLY=1): it will not submit")
+        if not steps:
+            steps.append(
+                "to make it, call generate_video with the same arguments and no dry_run"
+                + ("; the user will be asked to approve the cost" if needs else "")
+            )
+        return PlanView(
+            mode=v.mode,
+            model=v.request.model,
+            payload=v.preview_payload(),
+            uploads=uploads,
+            quote=_quote_view(quote),
+            needs_confirmation=needs,
+            spent_today_usd=spent_today / MICRO,
+            daily_left_usd=None if daily is None else max(0, daily - spent_today) / MICRO,
+            session_left_usd=None if session is None else max(0, session - spent_session) / MICRO,
+            next="; ".join(steps),
+        )
+
+    async def usage(self) -> UsageView:
+        """``get_usage``: the gateway's balance (when it tells), the journal's spend, budgets, prices."""
+        spent_today, spent_session = await self._journal.spent(self._spending.usage_scopes(self._now()))
+        view = UsageView(
+            spent_today_usd=spent_today / MICRO,
+            spent_session_usd=spent_session / MICRO,
+            confirm_above_usd=None
+            if self._spending.confirm_above_micro is None
+            else self._spending.confirm_above_micro / MICRO,
+            read_only=self._spending.read_only,
+            prices=self._prices.lines(),
+            prices_as_of=self._prices.as_of,
+            next="generate_video(dry_run=true) quotes one call exactly; budgets are the server's settings",
+        )
+        daily, session = self._spending.daily_micro, self._spending.session_micro
+        if daily is not None:
+            view.daily_budget_usd = daily / MICRO
+            view.daily_left_usd = max(0, daily - spent_today) / MICRO
+        if session is not None:
+            view.session_budget_usd = session / MICRO
+            view.session_left_usd = max(0, session - spent_session) / MICRO
+        try:
+            self._provider.check_ready()
+            balance = await self._provider.get_balance()
+        except WanError as err:
+            # Tolerated: an account without the endpoint, no key, a gateway down. Spend and budgets
+            # come from our own journal and still answer.
+            view.balance_note = (
+                "the gateway offers no balance endpoint" if err.code is ErrorCode.NOT_FOUND else err.message
+            )
+        else:
+            view.balance_unlimited = balance.unlimited
+            if not balance.unlimited:
+                view.balance_usd = balance.remain_balance
+                view.balance_credits = balance.remain_credits
+        return view
 
     async def _submit(self, business_id: str, payload: dict[str, Any]) -> TaskRecord:
         try:
@@ -295,6 +581,7 @@ class VideoService:
     # --- upload_image ---------------------------------------------------------------------
 
     async def upload_image(self, *, path: str | None, data: str | None) -> UploadView:
+        self._refuse_if_read_only("upload_image", "sends a file to the gateway")
         if (path is None) == (data is None):
             raise WanError(
                 ErrorCode.INVALID_REQUEST,
@@ -584,6 +871,10 @@ class VideoService:
             hint=hint,
         )
         return view.with_next()
+
+
+def _quote_view(quote: Quote) -> QuoteView:
+    return QuoteView(usd=quote.usd, credits=quote.credits, basis=quote.basis())
 
 
 def _decode(data: str) -> tuple[bytes, str]:

@@ -32,6 +32,16 @@ class ErrorInfo(BaseModel):
     hint: str | None = None
 
 
+class QuoteView(BaseModel):
+    """What a call costs, as an estimate from the price table (never under-stated)."""
+
+    model_config = ConfigDict(extra="forbid")
+    usd: float
+    credits: int
+    estimate: bool = True
+    basis: str
+
+
 class TaskView(BaseModel):
     """A task as an agent sees it: status, and once completed, where the video is."""
 
@@ -55,6 +65,10 @@ class TaskView(BaseModel):
     error: ErrorInfo | None = None
     sent: dict[str, Any] | None = None
     deduplicated: bool | None = None
+    #: What this generate_video call costs (0 when it returned an existing identical task).
+    quote: QuoteView | None = None
+    #: The day's estimated spend (USD) including this call.
+    spent_today_usd: float | None = None
     #: The one step the agent should take next (hosts such as Claude Code and Codex show the
     #: model only the structured content, never the text block).
     next: str | None = None
@@ -109,7 +123,14 @@ class TaskView(BaseModel):
             parts.append(f"{self.progress}%")
         text = " ".join(parts) + "."
         if self.deduplicated:
-            text += " An identical request was submitted moments ago; this is that task (change seed for a new take)."
+            text += (
+                " An identical request was submitted moments ago; this is that task, not a new charge "
+                "(pass a different seed for a new take)."
+            )
+        elif self.quote is not None:
+            text += f" Cost: about USD {self.quote.usd:g} ({self.quote.credits} credits, estimate)."
+        if self.spent_today_usd is not None:
+            text += f" Spent today: about USD {self.spent_today_usd:g}."
         if self.status == "completed":
             if self.local_path:
                 text += f" Saved to {self.local_path}"
@@ -167,4 +188,81 @@ class TaskList(BaseModel):
             if t.local_path:
                 line += f" -> {t.local_path}"
             lines.append(line)
+        return "\n".join(lines)
+
+
+class PlanView(BaseModel):
+    """``generate_video(dry_run=true)``: what would be sent and what it would cost; nothing sent."""
+
+    model_config = ConfigDict(extra="forbid")
+    dry_run: bool = True
+    mode: str
+    model: str
+    #: The exact body that would be POSTed; ``<upload: ...>`` marks a URL an upload would fill in.
+    payload: dict[str, Any]
+    uploads: list[str] = []
+    quote: QuoteView
+    needs_confirmation: bool = False
+    spent_today_usd: float
+    daily_left_usd: float | None = None
+    session_left_usd: float | None = None
+    next: str
+
+    def summary(self) -> str:
+        text = (
+            f"Dry run: {self.mode} with {self.model} would cost about USD {self.quote.usd:g} "
+            f"({self.quote.credits} credits, estimate: {self.quote.basis}). Nothing was sent or uploaded."
+        )
+        if self.uploads:
+            text += " Would upload: " + "; ".join(self.uploads) + "."
+        if self.needs_confirmation:
+            text += " The user will be asked to confirm this spend."
+        return f"{text} Next: {self.next}"
+
+
+class UsageView(BaseModel):
+    """``get_usage``: money at a glance (gateway balance, spend, budgets, prices)."""
+
+    model_config = ConfigDict(extra="forbid")
+    balance_usd: float | None = None
+    balance_credits: float | None = None
+    balance_unlimited: bool | None = None
+    balance_note: str | None = None
+    spent_today_usd: float
+    spent_session_usd: float
+    daily_budget_usd: float | None = None
+    daily_left_usd: float | None = None
+    session_budget_usd: float | None = None
+    session_left_usd: float | None = None
+    confirm_above_usd: float | None = None
+    read_only: bool = False
+    prices: list[str]
+    prices_as_of: str
+    next: str
+
+    def summary(self) -> str:
+        lines = []
+        if self.balance_unlimited:
+            lines.append("Gateway balance: unlimited.")
+        elif self.balance_usd is not None:
+            lines.append(f"Gateway balance: USD {self.balance_usd:g} ({self.balance_credits:g} credits).")
+        else:
+            lines.append(f"Gateway balance: unknown ({self.balance_note}).")
+        daily = (
+            f" of USD {self.daily_budget_usd:g} (USD {self.daily_left_usd:g} left)"
+            if self.daily_budget_usd is not None
+            else " (no daily budget)"
+        )
+        lines.append(f"Spent today: USD {self.spent_today_usd:g}{daily}, estimate.")
+        session = (
+            f" of USD {self.session_budget_usd:g} (USD {self.session_left_usd:g} left)"
+            if self.session_budget_usd is not None
+            else ""
+        )
+        lines.append(f"Spent this session: USD {self.spent_session_usd:g}{session}.")
+        if self.confirm_above_usd is not None:
+            lines.append(f"Calls above USD {self.confirm_above_usd:g} are confirmed by the user first.")
+        if self.read_only:
+            lines.append("Read-only mode: no paid call is made.")
+        lines.append(f"Prices per second of video (estimates, {self.prices_as_of}): " + "; ".join(self.prices) + ".")
         return "\n".join(lines)

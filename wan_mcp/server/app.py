@@ -22,6 +22,7 @@ from wan_mcp.config import Settings
 from wan_mcp.core.boundary import FileBoundary, UrlPolicy
 from wan_mcp.core.journal import SqliteJournal
 from wan_mcp.core.service import ServiceOptions, VideoService
+from wan_mcp.core.spending import PriceTable
 from wan_mcp.core.tracker import PollTiming, TaskTracker
 from wan_mcp.gateway.client import GatewayClient, RetryPolicy, make_http_client
 from wan_mcp.server.lifecycle import Lifecycle
@@ -83,6 +84,7 @@ async def open_service(
             url_policy=UrlPolicy(settings.allow_private_urls),
             http=http,
             options=ServiceOptions.from_settings(settings, local_paths=not remote or settings.allow_remote_paths),
+            prices=PriceTable.load(settings.prices_file),
         )
         yield service
 

@@ -11,18 +11,20 @@ on here; if an SDK upgrade breaks it, that test says which attribute moved.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from types import UnionType
 from typing import Any
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
-from mcp.types import CallToolResult, ToolAnnotations
+from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, ConfigDict
 
 __all__ = ["ToolFn", "make_tool"]
 
-#: A tool handler: the raw argument object and the request context in, a complete result out.
-ToolFn = Callable[[dict[str, Any], Context[Any, Any]], Awaitable[CallToolResult]]
+#: A tool handler: the raw argument object and the request context in, a complete result out
+#: (or, on MCP 2026-07-28, a request for the user's input after which the client retries).
+ToolFn = Callable[[dict[str, Any], Context[Any, Any]], Awaitable[CallToolResult | InputRequiredResult]]
 
 
 class _RawArguments(ArgModelBase):
@@ -43,9 +45,13 @@ def make_tool(
     annotations: ToolAnnotations,
     input_schema: dict[str, Any],
     output_schema: dict[str, Any],
-    output_model: type[BaseModel],
+    output_model: type[BaseModel] | UnionType,
 ) -> Tool:
-    """An SDK ``Tool`` that calls ``fn(arguments, ctx)`` with the arguments exactly as sent."""
+    """An SDK ``Tool`` that calls ``fn(arguments, ctx)`` with the arguments exactly as sent.
+
+    ``output_model`` validates every successful result's structured content (the SDK runs it
+    through a ``TypeAdapter``), so a union of models serves a tool with two answer shapes.
+    """
     tool = Tool.from_function(
         fn, name=name, title=title, description=description, annotations=annotations, structured_output=False
     )

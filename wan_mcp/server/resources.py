@@ -12,7 +12,10 @@ from wan_mcp.config import Settings
 
 INSTRUCTIONS = """\
 Wan 2.6 video generation (ToAPIs gateway). Each generate_video call starts a PAID job \
-(billed per second of output; 1080p costs more than 720p): confirm intent before spending.
+(billed per second of output; 1080p costs more than 720p): confirm intent before spending. \
+Every result carries a quote; generate_video(dry_run=true) quotes without sending; get_usage shows \
+spend and budgets. A call above the approval threshold asks the user, or answers confirmation_required \
+with a confirm_token: ask the user, and only if they agree repeat the call with it.
 Flow: (1) optional: upload_image(path=...) for a local image, or pass the path/URL as `image` directly; \
 (2) generate_video(...) returns a task_id at once; (3) get_task_status(task_id, wait_seconds=30) until \
 status is completed (jobs usually take 1-5 min; 15 s 1080p up to 10 min). The completed result has \

@@ -14,11 +14,12 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from types import UnionType
 from typing import Any
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
-from mcp.types import CallToolResult, ImageContent, ResourceLink, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, ImageContent, InputRequiredResult, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
 from wan_mcp.config import Settings
@@ -26,8 +27,9 @@ from wan_mcp.core.arguments import Problem, ToolArguments
 from wan_mcp.core.journal import STATUS_ORDER, TaskRecord
 from wan_mcp.core.request import video_request_schema
 from wan_mcp.core.service import VideoService
-from wan_mcp.core.views import TaskList, TaskView, UploadView
+from wan_mcp.core.views import PlanView, TaskList, TaskView, UploadView, UsageView
 from wan_mcp.errors import WanError
+from wan_mcp.server.consent import InputRequired, confirmer_for
 from wan_mcp.server.registration import ToolFn, make_tool
 from wan_mcp.server.schemas import output_schema
 
@@ -96,7 +98,7 @@ def error_result(err: WanError) -> CallToolResult:
     error = err.to_dict()
     return CallToolResult(
         content=[TextContent(type="text", text=err.render())],
-        structured_content={"error": error, "next": err.hint or "fix the call as the message says"},
+        structured_content={**err.extra, "error": error, "next": err.hint or "fix the call as the message says"},
         is_error=True,
     )
 
@@ -105,11 +107,13 @@ def speaks_wan_errors(fn: ToolFn) -> ToolFn:
     """The one ``WanError`` -> error result translation, shared by the four tools."""
 
     @functools.wraps(fn)
-    async def wrapper(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
+    async def wrapper(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult | InputRequiredResult:
         try:
             return await fn(arguments, ctx)
         except WanError as err:
             return error_result(err)
+        except InputRequired as ask:  # MCP 2026-07-28: the client asks the user, then retries the call
+            return ask.result
 
     return wrapper
 
@@ -122,8 +126,19 @@ async def generate_video(arguments: dict[str, Any], ctx: Context[Any, Any]) -> C
     state = _state(ctx)
     args = ToolArguments("generate_video", arguments, VideoService.TOOL_ARGUMENTS)
     wait = _wait(state.service, args)
+    dry_run = args.take("dry_run", "boolean", False)
+    confirm_token = args.take("confirm_token", "string")
     args.finish(rest_is_checked=True)  # the request fields are parse_video_request's to check
-    view = await state.service.generate(args.rest(), wait_seconds=wait, on_update=ProgressReporter(ctx).update)
+    view = await state.service.generate(
+        args.rest(),
+        wait_seconds=wait,
+        on_update=ProgressReporter(ctx).update,
+        dry_run=bool(dry_run),
+        confirm_token=confirm_token,
+        confirm=confirmer_for(ctx),
+    )
+    if isinstance(view, PlanView):
+        return _result(view.summary(), view)
     return _result(view.summary(), view, _file_links(view))
 
 
@@ -170,6 +185,14 @@ async def list_tasks(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallT
     return _result(view.summary(), view)
 
 
+@speaks_wan_errors
+async def get_usage(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
+    state = _state(ctx)
+    ToolArguments("get_usage", arguments, ()).finish()
+    view = await state.service.usage()
+    return _result(view.summary(), view)
+
+
 def _file_links(view: TaskView) -> list[Any]:
     links: list[Any] = []
     if view.local_path:
@@ -199,9 +222,10 @@ _WAIT = {
 
 DESCRIPTIONS = {
     "generate_video": (
-        "Start a paid Wan 2.6 video job. Mode from fields: prompt only = text-to-video; image = image-to-video; "
-        "reference_videos = reference-to-video. Returns task_id at once; then poll get_task_status. "
-        "Identical calls within 10 min return the same task."
+        "Start a PAID Wan 2.6 video job (default 1080p, 5 s: about USD 0.75). Mode from fields: prompt only = "
+        "text-to-video; image = image-to-video; reference_videos = reference-to-video. Returns task_id and its "
+        "quote at once; then poll get_task_status. dry_run=true quotes without sending. Identical calls within "
+        "10 min return the same task; budgets and user approval of big spends apply."
     ),
     "get_task_status": (
         "Status of a task (from the local journal, else the gateway). wait_seconds blocks with progress. "
@@ -212,6 +236,7 @@ DESCRIPTIONS = {
         "data (base64 or data: URL). Fixes format/size for Wan, reuses earlier uploads. Returns url."
     ),
     "list_tasks": "Recent tasks from the local journal, newest first (find a lost task_id here).",
+    "get_usage": "Money at a glance: gateway balance, spend today and this session, budgets left, prices.",
 }
 
 
@@ -219,6 +244,8 @@ def input_schemas(max_wait: float) -> dict[str, dict[str, Any]]:
     wait = {**_WAIT, "maximum": max_wait}
     gen = video_request_schema()
     gen["properties"]["wait_seconds"] = {**wait, "default": 0}
+    gen["properties"]["dry_run"] = {"type": "boolean", "description": "Quote only; send nothing."}
+    gen["properties"]["confirm_token"] = {"type": "string", "description": "From confirmation_required."}
     return {
         "generate_video": gen,
         "get_task_status": {
@@ -250,6 +277,7 @@ def input_schemas(max_wait: float) -> dict[str, dict[str, Any]]:
             },
             "additionalProperties": False,
         },
+        "get_usage": {"type": "object", "properties": {}, "additionalProperties": False},
     }
 
 
@@ -265,25 +293,44 @@ _TASK_FIELDS = (
     "error",
     "next",
 )
+
+
+def _shallow(schema: dict[str, Any]) -> dict[str, Any]:
+    """Nested objects as plain ``{"type": "object"}``: their fields are explained in the text and
+    the ``next`` step, and every byte of tools/list sits in the agent's context."""
+    props = schema["properties"]
+    schema["properties"] = {k: {"type": "object"} if "properties" in v else v for k, v in props.items()}
+    return schema
+
+
 _OUTPUT_SCHEMAS: dict[str, dict[str, Any]] = {
-    "generate_video": output_schema(TaskView, _TASK_FIELDS),
-    "get_task_status": output_schema(TaskView, _TASK_FIELDS),
+    # A task, or with dry_run a plan: both shapes validate (nothing required, their fields listed).
+    "generate_video": {
+        "type": "object",
+        "properties": {
+            **_shallow(output_schema(TaskView, _TASK_FIELDS))["properties"],
+            "quote": {"type": "object"},
+            "dry_run": {"type": "boolean"},
+        },
+    },
+    "get_task_status": _shallow(output_schema(TaskView, _TASK_FIELDS)),
     "upload_image": output_schema(UploadView, ("url", "sha256", "width", "height", "changes", "cached", "next")),
     "list_tasks": {
         "type": "object",
         "properties": {"tasks": {"type": "array", "items": {"type": "object"}}, "next": {"type": "string"}},
         "required": ["tasks"],
     },
+    "get_usage": output_schema(UsageView, ("spent_today_usd", "daily_left_usd", "next")),
 }
 
 
 def build_tools(settings: Settings) -> list[Tool]:
     schemas = input_schemas(settings.max_wait_seconds)
-    specs: list[tuple[ToolFn, str, type[BaseModel], ToolAnnotations]] = [
+    specs: list[tuple[ToolFn, str, type[BaseModel] | UnionType, ToolAnnotations]] = [
         (
             generate_video,
             "Generate video",
-            TaskView,
+            TaskView | PlanView,
             ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True),
         ),
         (
@@ -303,6 +350,12 @@ def build_tools(settings: Settings) -> list[Tool]:
             "List tasks",
             TaskList,
             ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+        ),
+        (
+            get_usage,
+            "Usage and budgets",
+            UsageView,
+            ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True),
         ),
     ]
     return [

@@ -13,8 +13,10 @@ Choices the contract leaves open, marked [I] (ours):
 - A repeated ``client_business_id`` from the same key returns the existing task (HTTP 200,
   same id) instead of creating a second one or answering 409, whatever the new body says.
 - Business ids are scoped to the key that created the task; task ids are global (unguessable).
-- The balance is a fixed number (tests set it); creates do not spend it. ``<= 0`` means 402,
-  checked before validation, so *every* create answers 402.
+- The balance (USD, ``config.balance``) is spent per second of video as each task completes,
+  at the gateway's own per-second prices (:data:`USD_PER_SECOND`, deliberately not the server's
+  estimates); failed tasks are not billed (the gateway refunds them). When what is left is
+  ``<= 0`` every create answers 402, checked before validation.
 - ``audio: false`` on ``wan2.6`` is accepted and ignored (the non-flash model always has audio).
 - ``complete_without_url`` yields ``result: {"type": "video", "data": []}``: no URL anywhere.
 - URL expiry is judged with the *current* ``url_ttl_seconds`` so a test can expire old results.
@@ -45,6 +47,16 @@ from wan_mcp.simulator.validation import FRAME_SIZES, GenerationRequest, closest
 logger = logging.getLogger("wan_mcp.simulator.app")
 
 QUEUED_FRACTION: Final = 0.2
+#: What the simulated gateway bills per second of output, by (model, resolution, audio).
+USD_PER_SECOND: Final[dict[tuple[str, str, bool], float]] = {
+    ("wan2.6", "720p", True): 0.04,
+    ("wan2.6", "1080p", True): 0.06,
+    ("wan2.6-flash", "720p", True): 0.042,
+    ("wan2.6-flash", "1080p", True): 0.07,
+    ("wan2.6-flash", "720p", False): 0.021,
+    ("wan2.6-flash", "1080p", False): 0.035,
+}
+CREDITS_PER_USD: Final = 200
 CONTENT_POLICY_MESSAGE: Final = "Generation failed: Content violates the content policy"
 _CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -277,19 +289,34 @@ class Engine:
             raise unauthorized()
         return hashlib.sha256(token.encode()).hexdigest()[:16]
 
+    def used_balance(self) -> float:
+        """USD billed so far: every completed task's seconds at its price (computed when asked)."""
+        with self._lock:
+            tasks = list(self._tasks.values())
+        used = 0.0
+        for task in tasks:
+            if self.phase(task)[0] == "completed":
+                req = task.request
+                used += USD_PER_SECOND.get((req.model, req.resolution, req.audio), 0.07) * req.duration
+        return round(used, 6)
+
+    def remaining_balance(self) -> float:
+        return round(self.config.balance - self.used_balance(), 6)
+
     def check_balance(self) -> None:
-        if self.config.balance <= 0:
+        if self.remaining_balance() <= 0:
             raise SimError(402, "payment_required", "Insufficient account balance, please top up and retry")
 
     def balance_view(self) -> dict[str, Any]:
-        balance = self.config.balance
+        used = self.used_balance()
+        remain = round(self.config.balance - used, 6)
         return {
             "success": True,
-            "remain_balance": balance,
-            "used_balance": 0.0,
-            "remain_credits": int(balance * 200),
-            "used_credits": 0,
-            "credits_per_usd": 200,
+            "remain_balance": remain,
+            "used_balance": used,
+            "remain_credits": int(remain * CREDITS_PER_USD),
+            "used_credits": int(used * CREDITS_PER_USD),
+            "credits_per_usd": CREDITS_PER_USD,
             "unlimited_quota": False,
         }
 

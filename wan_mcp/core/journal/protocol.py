@@ -11,10 +11,18 @@ gateway's task id or our business id.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from wan_mcp.core.journal.records import Observation, TaskRecord, TaskStatus, UploadRecord
+from wan_mcp.core.journal.records import (
+    Observation,
+    Reservation,
+    SpendLimit,
+    Submission,
+    TaskRecord,
+    TaskStatus,
+    UploadRecord,
+)
 
 __all__ = ["TaskJournal"]
 
@@ -48,7 +56,33 @@ class TaskJournal(Protocol):
 
     async def active(self) -> builtins.list[TaskRecord]: ...
 
-    async def find_recent_duplicate(self, fingerprint: str, within_seconds: float) -> TaskRecord | None: ...
+    async def find_recent_duplicate(self, fingerprint: str, within_seconds: float) -> TaskRecord | None:
+        """The newest row with ``fingerprint`` inside the window, ignoring rejected and failed ones."""
+        ...
+
+    async def reserve(
+        self,
+        sub: Submission,
+        *,
+        limits: Sequence[SpendLimit],
+        dedupe_within: float,
+        confirm_token_sha256: str | None = None,
+    ) -> Reservation:
+        """In ONE atomic step: a duplicate inside the window is returned (nothing written); else a
+        given confirm token must be known, unused, unexpired and for this fingerprint; else every
+        limit must hold with this cost added; then the token is marked used and the
+        ``submitting`` row (holding the cost) is written durably. Concurrent callers, in any
+        process sharing the journal, are serialised: no budget is ever exceeded, one row per
+        request, one use per token."""
+        ...
+
+    async def spent(self, limits: Sequence[SpendLimit]) -> builtins.list[int]:
+        """Micro-USD counted against each limit (every status but ``rejected``)."""
+        ...
+
+    async def add_confirmation(
+        self, token_sha256: str, *, fingerprint: str, cost_micro_usd: int, expires_at: float
+    ) -> None: ...
 
     async def get_upload(self, sha256: str, kind: str) -> UploadRecord | None: ...
 

@@ -13,13 +13,21 @@ from typing import Any, Final, Literal, get_args
 
 __all__ = [
     "ACTIVE",
+    "DUPLICATE_BLIND",
     "STATUSES",
     "STATUS_ORDER",
     "TERMINAL",
     "UNSETTLED",
+    "Duplicate",
     "Observation",
+    "OverBudget",
+    "Reservation",
+    "Reserved",
+    "SpendLimit",
+    "Submission",
     "TaskRecord",
     "TaskStatus",
+    "TokenRefused",
     "UploadKind",
     "UploadRecord",
     "check_status",
@@ -38,6 +46,10 @@ TERMINAL: Final[frozenset[str]] = frozenset({"completed", "failed", "rejected"})
 UNSETTLED: Final[frozenset[str]] = frozenset({"submitting", "unconfirmed"})
 #: A task exists upstream and is still running: the tracker resumes polling these.
 ACTIVE: Final[frozenset[str]] = frozenset({"queued", "in_progress"})
+
+#: A duplicate of one of these is no duplicate: nothing was made (rejected) or it failed, so the
+#: same request again is a fresh attempt.
+DUPLICATE_BLIND: Final[frozenset[str]] = frozenset({"rejected", "failed"})
 
 # Status only moves forward. A stale poll (another replica, a lagging gateway cache) must
 # not turn "in_progress" back into "queued", and nothing leaves a terminal state.
@@ -73,6 +85,10 @@ class TaskRecord:
     local_path: str | None
     sha256: str | None
     size_bytes: int | None
+    #: The spend reserved for this job in micro-USD (0 for tasks imported from elsewhere).
+    cost_micro_usd: int = 0
+    #: Who spent it: the server process's session id (the session budget counts these).
+    spender: str = ""
 
     @property
     def id(self) -> str:
@@ -147,3 +163,57 @@ def check_status(status: str) -> None:
     """Refuse an unknown status before it reaches storage (a typo would write a broken row)."""
     if status not in STATUSES:
         raise ValueError(f"unknown task status {status!r}; allowed: {sorted(STATUSES)}")
+
+
+# --- spending: what a reservation is asked and what it answers -----------------------------------
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A paid request about to be POSTed: the row :meth:`TaskJournal.reserve` writes."""
+
+    business_id: str
+    model: str
+    mode: str
+    payload: dict[str, Any]
+    fingerprint: str
+    cost_micro_usd: int
+    spender: str
+
+
+@dataclass(frozen=True)
+class SpendLimit:
+    """A budget: at most ``limit_micro`` over the rows created since ``since`` (if set) by
+    ``spender`` (if set). Every status but ``rejected`` counts: only a create the gateway
+    provably refused is released; an unconfirmed one stays spent until reconciled."""
+
+    name: Literal["daily", "session"]
+    limit_micro: int
+    since: float | None
+    spender: str | None
+
+
+@dataclass(frozen=True)
+class Reserved:
+    record: TaskRecord
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """An identical request inside the window already exists: no new row, no new spend."""
+
+    record: TaskRecord
+
+
+@dataclass(frozen=True)
+class OverBudget:
+    limit: SpendLimit
+    spent_micro: int
+
+
+@dataclass(frozen=True)
+class TokenRefused:
+    reason: Literal["unknown", "expired", "used", "other_request"]
+
+
+Reservation = Reserved | Duplicate | OverBudget | TokenRefused

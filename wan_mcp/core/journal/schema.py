@@ -71,6 +71,24 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 2: spending. Each task row carries the spend reserved for it (integer micro-USD, so sums
+    # are exact) and who spent it; confirm tokens are stored as digests, single-use.
+    (
+        "ALTER TABLE tasks ADD COLUMN cost_micro_usd INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tasks ADD COLUMN spender TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX tasks_spender ON tasks (spender, created_at)",
+        """
+        CREATE TABLE confirmations (
+            token_sha256   TEXT PRIMARY KEY,
+            fingerprint    TEXT NOT NULL,
+            cost_micro_usd INTEGER NOT NULL,
+            created_at     REAL NOT NULL,
+            expires_at     REAL NOT NULL,
+            used_at        REAL
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX confirmations_expiry ON confirmations (expires_at)",
+    ),
 )
 
 #: The schema version this code writes; a file with a higher ``user_version`` is refused.
@@ -78,7 +96,7 @@ SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 _TASK_COLUMNS: Final = (
     "business_id, task_id, model, mode, status, progress, payload, fingerprint, created_at, updated_at, "
-    "video_url, expires_at, error_code, error_message, local_path, sha256, size_bytes"
+    "video_url, expires_at, error_code, error_message, local_path, sha256, size_bytes, cost_micro_usd, spender"
 )
 
 

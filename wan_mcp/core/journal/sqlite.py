@@ -27,7 +27,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, cast
 
@@ -36,12 +36,20 @@ import anyio
 from wan_mcp.core import offload
 from wan_mcp.core.journal.records import (
     ACTIVE,
+    DUPLICATE_BLIND,
     STATUSES,
     TERMINAL,
     UNSETTLED,
+    Duplicate,
     Observation,
+    OverBudget,
+    Reservation,
+    Reserved,
+    SpendLimit,
+    Submission,
     TaskRecord,
     TaskStatus,
+    TokenRefused,
     UploadKind,
     UploadRecord,
     check_status,
@@ -85,6 +93,8 @@ def _row_to_task(row: sqlite3.Row) -> TaskRecord:
         local_path=row["local_path"],
         sha256=row["sha256"],
         size_bytes=row["size_bytes"],
+        cost_micro_usd=int(row["cost_micro_usd"] or 0),
+        spender=row["spender"] or "",
     )
 
 
@@ -272,7 +282,7 @@ class SqliteJournal:
             try:
                 cur = conn.execute(
                     f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, NULL, ?, ?, 'submitting', NULL, "  # noqa: S608
-                    "?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+                    "?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, '')",
                     (business_id, model, mode, body, fingerprint, now, now),
                 )
             except sqlite3.IntegrityError as exc:
@@ -466,21 +476,139 @@ class SqliteJournal:
         return await self._call(work)
 
     async def find_recent_duplicate(self, fingerprint: str, within_seconds: float) -> TaskRecord | None:
-        """The newest non-rejected task with this fingerprint created within the window.
+        """The newest task with this fingerprint created within the window that still counts.
 
-        Rejected rows never count: nothing was created or billed, so re-sending is no duplicate.
+        Rejected and failed rows never count (:data:`DUPLICATE_BLIND`): nothing was made, so
+        sending the same request again is a fresh attempt, not a duplicate.
         """
 
         def work(conn: sqlite3.Connection) -> TaskRecord | None:
-            row = conn.execute(
-                f"SELECT {_TASK_COLUMNS} FROM tasks "  # noqa: S608
-                "WHERE fingerprint = ? AND created_at >= ? AND status != 'rejected' "
-                "ORDER BY created_at DESC, rowid DESC LIMIT 1",
-                (fingerprint, self._clock() - within_seconds),
-            ).fetchone()
-            return None if row is None else _row_to_task(row)
+            return self._duplicate(conn, fingerprint, within_seconds)
 
         return await self._call(work)
+
+    def _duplicate(self, conn: sqlite3.Connection, fingerprint: str, within_seconds: float) -> TaskRecord | None:
+        marks = ", ".join("?" for _ in DUPLICATE_BLIND)
+        row = conn.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks "  # noqa: S608
+            f"WHERE fingerprint = ? AND created_at >= ? AND status NOT IN ({marks}) "
+            "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (fingerprint, self._clock() - within_seconds, *sorted(DUPLICATE_BLIND)),
+        ).fetchone()
+        return None if row is None else _row_to_task(row)
+
+    # --- spending -----------------------------------------------------------------
+
+    async def reserve(
+        self,
+        sub: Submission,
+        *,
+        limits: Sequence[SpendLimit],
+        dedupe_within: float,
+        confirm_token_sha256: str | None = None,
+    ) -> Reservation:
+        """Atomically: answer a duplicate, or use the confirm token, check every budget, and
+        write the ``submitting`` row holding the spend, all in ONE write transaction.
+
+        Because the duplicate check, the budget sums and the insert share one
+        ``BEGIN IMMEDIATE`` (which every process sharing the file serialises on), N concurrent
+        calls can never reserve past a budget, identical calls make one row, and a token is
+        used once. Order: a duplicate wins (it costs nothing); then the token; then budgets.
+        """
+        if not sub.business_id:
+            raise ValueError("business_id must be a non-empty string")
+        body = json.dumps(sub.payload, ensure_ascii=False, separators=(",", ":"))
+
+        def reserve(conn: sqlite3.Connection) -> Reservation:
+            now = self._clock()
+            if sub.fingerprint:
+                existing = self._duplicate(conn, sub.fingerprint, dedupe_within)
+                if existing is not None:
+                    return Duplicate(existing)
+            if confirm_token_sha256 is not None:
+                refused = self._check_token(conn, confirm_token_sha256, sub.fingerprint, now)
+                if refused is not None:
+                    return refused
+            for limit in limits:
+                spent = self._spent(conn, limit)
+                if spent + sub.cost_micro_usd > limit.limit_micro:
+                    return OverBudget(limit, spent)  # the token stays unused: nothing was spent
+            if confirm_token_sha256 is not None:
+                conn.execute("UPDATE confirmations SET used_at = ? WHERE token_sha256 = ?", (now, confirm_token_sha256))
+            cur = conn.execute(
+                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, NULL, ?, ?, 'submitting', NULL, "  # noqa: S608
+                "?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ?, ?)",
+                (
+                    sub.business_id,
+                    sub.model,
+                    sub.mode,
+                    body,
+                    sub.fingerprint,
+                    now,
+                    now,
+                    sub.cost_micro_usd,
+                    sub.spender,
+                ),
+            )
+            assert cur.lastrowid is not None
+            return Reserved(self._reload(conn, cur.lastrowid))
+
+        return await self._transaction(reserve, durable=True)
+
+    async def spent(self, limits: Sequence[SpendLimit]) -> builtins.list[int]:
+        """Micro-USD counted against each limit now (same rule as :meth:`reserve`)."""
+
+        def work(conn: sqlite3.Connection) -> builtins.list[int]:
+            return [self._spent(conn, limit) for limit in limits]
+
+        return await self._call(work)
+
+    @staticmethod
+    def _spent(conn: sqlite3.Connection, limit: SpendLimit) -> int:
+        where = ["status != 'rejected'"]
+        params: builtins.list[object] = []
+        if limit.since is not None:
+            where.append("created_at >= ?")
+            params.append(limit.since)
+        if limit.spender is not None:
+            where.append("spender = ?")
+            params.append(limit.spender)
+        row = conn.execute(
+            f"SELECT COALESCE(SUM(cost_micro_usd), 0) FROM tasks WHERE {' AND '.join(where)}",  # noqa: S608
+            params,
+        ).fetchone()
+        return int(row[0])
+
+    async def add_confirmation(
+        self, token_sha256: str, *, fingerprint: str, cost_micro_usd: int, expires_at: float
+    ) -> None:
+        """Remember a confirm token (by digest) for the request with ``fingerprint``; purge old ones."""
+
+        def add(conn: sqlite3.Connection) -> None:
+            now = self._clock()
+            conn.execute("DELETE FROM confirmations WHERE expires_at < ?", (now - 86_400,))
+            conn.execute(
+                "INSERT INTO confirmations (token_sha256, fingerprint, cost_micro_usd, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (token_sha256, fingerprint, cost_micro_usd, now, expires_at),
+            )
+
+        await self._transaction(add, durable=False)
+
+    @staticmethod
+    def _check_token(conn: sqlite3.Connection, digest: str, fingerprint: str, now: float) -> TokenRefused | None:
+        row = conn.execute(
+            "SELECT fingerprint, expires_at, used_at FROM confirmations WHERE token_sha256 = ?", (digest,)
+        ).fetchone()
+        if row is None:
+            return TokenRefused("unknown")
+        if row["used_at"] is not None:
+            return TokenRefused("used")
+        if row["fingerprint"] != fingerprint:
+            return TokenRefused("other_request")
+        if row["expires_at"] <= now:
+            return TokenRefused("expired")
+        return None
 
     # --- uploads ------------------------------------------------------------------
 

@@ -61,6 +61,7 @@ from wan_mcp.core.request.messages import t
 from wan_mcp.core.request.sources import (
     MAX_REFERENCE_VIDEOS,
     MediaSource,
+    SourceKind,
     classify,
     classify_references,
 )
@@ -79,7 +80,10 @@ DEFAULT_ASPECT_RATIO: Final[AspectRatio] = "16:9"
 #: Fields the wan2.6-flash page does not list (contract §3): sending them is a guess at best.
 FLASH_UNSUPPORTED_FIELDS: Final = ("aspect_ratio", "negative_prompt", "seed", "prompt_extend", "shot_type")
 
-_FINGERPRINT_VERSION: Final = "wan-mcp/request/v1"
+_FINGERPRINT_VERSION: Final = "wan-mcp/request/v2"
+#: What the gateway does when a field is left out (contract §2.2): spelling one out changes nothing.
+_UPSTREAM_DEFAULTS: Final[Mapping[str, object]] = {"prompt_extend": True, "watermark": False, "shot_type": "single"}
+_TRAILING_STOPS: Final = ".!?;,。！？；，…"
 
 
 # --- field metadata ----------------------------------------------------------------------------
@@ -388,6 +392,21 @@ class ValidatedRequest:
             out["watermark"] = req.watermark
         return out
 
+    @property
+    def has_audio(self) -> bool:
+        """Whether the video will have sound (it is billed that way): always on wan2.6."""
+        return self.request.model != "wan2.6-flash" or self.request.audio is not False
+
+    def preview_payload(self) -> dict[str, Any]:
+        """The body :meth:`to_payload` would build, with ``<upload: ...>`` where an upload's URL goes
+        (``dry_run``: nothing is uploaded to learn it)."""
+
+        def url_of(src: MediaSource) -> str:
+            return src.value if src.kind is SourceKind.URL else f"<upload: {src.describe()}>"
+
+        image = url_of(self.image) if self.image is not None else None
+        return self._body(image, [url_of(s) for s in self.references], check=False)
+
     def to_payload(self, image_url: str | None = None, reference_urls: Sequence[str] = ()) -> dict[str, Any]:
         """The exact ``POST /v1/videos/generations`` body (contract §2.2, §2.4, §3).
 
@@ -396,6 +415,12 @@ class ValidatedRequest:
         results otherwise). Passing URLs that do not match the mode is a programming
         error and raises ``ValueError``: no base64 or local path ever reaches the wire.
         """
+        return self._body(image_url, reference_urls, check=True)
+
+    def _body(self, image_url: str | None, reference_urls: Sequence[str], *, check: bool) -> dict[str, Any]:
+        def url(value: object, what: str) -> str:
+            return _require_http_url(value, what) if check else str(value)
+
         settings = self._settings()
         body: dict[str, Any] = {"model": settings.pop("model")}
         if "prompt" in settings:
@@ -405,28 +430,49 @@ class ValidatedRequest:
         if self.mode == "i2v":
             if image_url is None or reference_urls:
                 raise ValueError("an i2v request needs image_url and no reference_urls")
-            body["image_urls"] = [_require_http_url(image_url, "image_url")]
+            body["image_urls"] = [url(image_url, "image_url")]
         elif self.mode == "r2v":
             if image_url is not None or len(reference_urls) != len(self.references):
                 raise ValueError(f"an r2v request needs exactly {len(self.references)} reference_urls and no image_url")
-            body["metadata"] = {"reference_urls": [_require_http_url(u, "reference_urls item") for u in reference_urls]}
+            body["metadata"] = {"reference_urls": [url(u, "reference_urls item") for u in reference_urls]}
         elif image_url is not None or reference_urls:
             raise ValueError("a t2v request takes no image_url or reference_urls")
         body.update(settings)
         return body
 
 
+def _same_text(text: str) -> str:
+    """A prompt as it matters for "is this the same request": runs of whitespace are one space,
+    and a trailing full stop (or !, ?, 。...) is no new idea."""
+    return " ".join(text.split()).rstrip(_TRAILING_STOPS).rstrip()
+
+
 def request_fingerprint(v: ValidatedRequest) -> str:
     """sha256 of what would be generated, for spotting an accidental repeat of the same call.
 
-    Two calls that differ only in spelling (an explicit default, a null, surrounding
-    whitespace) get the same fingerprint; inline image data counts by content, files by
-    absolute path, URLs by their text.
+    Computed on the request as it will be sent, with every default made explicit (ours and
+    the gateway's), so two calls that differ only in spelling (a default spelled out, a null,
+    key order, whitespace, a trailing period) get the same fingerprint; inline image data
+    counts by content, files by absolute path, URLs by their text. A different seed is a
+    different request: that is how an agent asks for a new take.
     """
+    settings = v._settings()
+    flash = v.request.model == "wan2.6-flash"
+    if not flash:
+        for name, value in _UPSTREAM_DEFAULTS.items():
+            if name == "shot_type" and v.mode == "i2v":
+                continue
+            settings.setdefault(name, value)
+        settings["audio"] = True  # non-flash Wan 2.6 always has audio
+    else:
+        settings.setdefault("watermark", False)
+    for name in ("prompt", "negative_prompt"):
+        if name in settings:
+            settings[name] = _same_text(settings[name])
     canonical = {
         "v": _FINGERPRINT_VERSION,
         "mode": v.mode,
-        "settings": v._settings(),
+        "settings": settings,
         "image": v.image.identity() if v.image else None,
         "references": [s.identity() for s in v.references],
     }

@@ -66,6 +66,13 @@ class MediaSource:
         size = "" if self.data is None else f", data=<{len(self.data)} bytes>"
         return f"MediaSource(kind={self.kind.value!r}, value={shown!r}{size}, media_type={self.media_type!r})"
 
+    def describe(self) -> str:
+        """A short human name: the path, or ``inline image/png, 123456 bytes`` (never the data)."""
+        if self.kind is SourceKind.DATA:
+            size = len(self.data) if self.data is not None else 0
+            return f"inline {self.media_type or 'data'}, {size} bytes"
+        return self.value if len(self.value) <= 200 else self.value[:200] + "..."
+
     def identity(self) -> str:
         """A stable name for duplicate detection: bytes for inline data, the location otherwise."""
         if self.kind is SourceKind.DATA:

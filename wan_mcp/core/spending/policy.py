@@ -1,0 +1,88 @@
+"""The user's spending rules: budgets, the confirmation threshold and read-only mode.
+
+Why one place: the daily and session budgets are enforced inside the journal's reservation
+transaction (so N concurrent calls can never reserve past them), quoted back in error
+messages, and shown by ``get_usage``; all three must agree on what "today" and "this
+session" mean and on which setting raises which limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final, Literal
+
+from wan_mcp.core.journal import SpendLimit
+from wan_mcp.core.spending.prices import MICRO
+
+__all__ = ["SpendingPolicy", "day_start"]
+
+DAILY_SETTING: Final = "WAN_MCP_BUDGET_DAILY_USD"
+SESSION_SETTING: Final = "WAN_MCP_BUDGET_SESSION_USD"
+CONFIRM_SETTING: Final = "WAN_MCP_CONFIRM_ABOVE_USD"
+READ_ONLY_SETTING: Final = "WAN_MCP_READ_ONLY"
+
+
+def day_start(now: float) -> float:
+    """Midnight (local time of the server) of the day ``now`` falls in: when "today" began."""
+    local = datetime.fromtimestamp(now).astimezone()
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def _micro(usd: float | None) -> int | None:
+    """USD from settings to micro-dollars; ``None`` and ``0`` both mean "no limit"."""
+    if usd is None or usd <= 0:
+        return None
+    return round(usd * MICRO)
+
+
+@dataclass(frozen=True)
+class SpendingPolicy:
+    """Limits in micro-dollars (``None`` = unlimited) and the process's session id."""
+
+    daily_micro: int | None
+    session_micro: int | None
+    confirm_above_micro: int | None
+    read_only: bool
+    session: str
+
+    @classmethod
+    def from_usd(
+        cls,
+        *,
+        daily: float | None,
+        session: float | None,
+        confirm_above: float | None,
+        read_only: bool,
+        session_id: str,
+    ) -> SpendingPolicy:
+        return cls(
+            daily_micro=_micro(daily),
+            session_micro=_micro(session),
+            confirm_above_micro=None if confirm_above is None or confirm_above < 0 else round(confirm_above * MICRO),
+            read_only=read_only,
+            session=session_id,
+        )
+
+    def limits(self, now: float) -> list[SpendLimit]:
+        """The budgets in force at ``now``, daily first (the one a user most often meets)."""
+        out: list[SpendLimit] = []
+        if self.daily_micro is not None:
+            out.append(SpendLimit("daily", self.daily_micro, since=day_start(now), spender=None))
+        if self.session_micro is not None:
+            out.append(SpendLimit("session", self.session_micro, since=None, spender=self.session))
+        return out
+
+    def needs_confirmation(self, micro_usd: int) -> bool:
+        return self.confirm_above_micro is not None and micro_usd > self.confirm_above_micro
+
+    @staticmethod
+    def setting(name: Literal["daily", "session"]) -> str:
+        return DAILY_SETTING if name == "daily" else SESSION_SETTING
+
+    def usage_scopes(self, now: float) -> list[SpendLimit]:
+        """Both scopes, limited or not (``get_usage`` shows today's and this session's spend)."""
+        return [
+            SpendLimit("daily", self.daily_micro or 0, since=day_start(now), spender=None),
+            SpendLimit("session", self.session_micro or 0, since=None, spender=self.session),
+        ]
