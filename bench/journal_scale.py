@@ -60,10 +60,11 @@ async def fill(path: Path, rows: int) -> float:
             None,
             750_000,
             "bench",
+            None,
         )
         for i in range(rows)
     ]
-    placeholders = ", ".join("?" * 19)
+    placeholders = ", ".join("?" * 20)
     sql = f"INSERT INTO tasks ({journal_schema._TASK_COLUMNS}) VALUES ({placeholders})"
 
     def bulk(conn: sqlite3.Connection) -> None:

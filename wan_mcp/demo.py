@@ -2,9 +2,10 @@
 
 Starts the gateway simulator on a free loopback port, launches the real server as a
 stdio subprocess pointed at it, and drives it with the official MCP client: upload a
-generated image, run text-, image- and reference-to-video, wait with progress bars on
-stderr, download the results, and print a table. Exits 0 only if all three MP4s are
-valid (codec, pixel size and duration checked with PyAV).
+generated image, run text-, image- and reference-to-video (each quoted), wait with progress
+bars on stderr, download the results, join them into a short film, and print a table and the
+day's spend. Exits 0 only if all four MP4s are valid (codec, pixel size and duration checked
+with PyAV).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 DEMO_KEY = "sk-demo-0123456789abcdef"
-EXPECTED = {"t2v": (1280, 720), "i2v": (720, 1280), "r2v": (960, 960)}
+EXPECTED = {"t2v": (1280, 720), "i2v": (720, 1280), "r2v": (960, 960), "film": (1280, 720)}
+#: Seconds of each result: three 5 s clips, and the film of all three.
+DURATIONS = {"t2v": 5.0, "i2v": 5.0, "r2v": 5.0, "film": 15.0}
 
 
 @dataclass
@@ -114,9 +117,11 @@ def _check(mode: str, status: dict[str, Any], started: float, submitted: dict[st
         return row
     row.width, row.height, row.duration = info.width, info.height, info.duration
     want = EXPECTED[mode]
-    if info.codec != "h264" or (info.width, info.height) != want or abs(info.duration - 5) > 0.6:
+    seconds = DURATIONS[mode]
+    if info.codec != "h264" or (info.width, info.height) != want or abs(info.duration - seconds) > 0.6:
         row.problem = (
-            f"expected h264 {want[0]}x{want[1]} 5s, got {info.codec} {info.width}x{info.height} {info.duration:.1f}s"
+            f"expected h264 {want[0]}x{want[1]} {seconds:g}s, "
+            f"got {info.codec} {info.width}x{info.height} {info.duration:.1f}s"
         )
         return row
     row.ok = True
@@ -199,7 +204,18 @@ async def _drive(out: Path, base_url: str) -> tuple[list[Row], str]:
             )
         )
         print(f"submitted r2v {r2v['task_id']} (reference: the t2v result): {_cost(r2v)}", file=sys.stderr)
-        rows.append(_check("r2v", await _wait_done(client, "r2v", r2v["task_id"]), started, r2v))
+        r2v_done = await _wait_done(client, "r2v", r2v["task_id"])
+        rows.append(_check("r2v", r2v_done, started, r2v))
+
+        started = time.monotonic()
+        film = _structured(
+            await client.call_tool(
+                "join_videos",
+                {"task_ids": [t2v_done["task_id"], i2v_done["task_id"], r2v_done["task_id"]]},
+            )
+        )
+        print(f"joined the three clips into the film {film['task_id']} (local, no cost)", file=sys.stderr)
+        rows.append(_check("film", film, started, {}))
 
         listed = _structured(await client.call_tool("list_tasks", {"limit": 5}))
         print(f"list_tasks shows {len(listed['tasks'])} task(s) in the journal", file=sys.stderr)
@@ -255,6 +271,6 @@ def run_demo(out: str = "wan-mcp-demo", job_seconds: float = 3.0) -> int:
     for r in rows:
         if not r.ok:
             print(f"FAILED {r.mode}: {r.problem}", file=sys.stderr)
-    ok = all(r.ok for r in rows) and len(rows) == 3
+    ok = all(r.ok for r in rows) and len(rows) == 4
     print(json.dumps({"ok": ok, "upstream_creates": creates}), file=sys.stderr)
     return 0 if ok else 1

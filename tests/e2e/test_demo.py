@@ -7,16 +7,24 @@ import sys
 from pathlib import Path
 
 
-def test_demo_runs_all_three_modes_to_valid_mp4s(tmp_path: Path) -> None:
+def test_demo_runs_all_three_modes_to_valid_mp4s_and_a_film(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "wan_mcp", "demo", "--out", str(tmp_path), "--job-seconds", "1"],
         capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = proc.stdout
-    for mode, size in (("t2v", "1280x720"), ("i2v", "720x1280"), ("r2v", "960x960")):
+    for mode, size, seconds in (
+        ("t2v", "1280x720", "5.0s"),
+        ("i2v", "720x1280", "5.0s"),
+        ("r2v", "960x960", "5.0s"),
+        ("film", "1280x720", "15.0s"),
+    ):
         line = next(row for row in table.splitlines() if row.startswith(mode))
-        assert size in line and "5.0s" in line, line
+        assert size in line and seconds in line, line
+    # Each job's quote, and the day's spend (issue 10).
+    assert "0.5" in next(row for row in table.splitlines() if row.startswith("t2v"))
+    assert "Spent today: USD 1.5 of USD 25" in table
     videos = list(tmp_path.glob("run-*/videos/*.mp4"))
-    assert len(videos) == 3
-    assert '"upstream_creates": 3' in proc.stderr
+    assert len(videos) == 4
+    assert '"upstream_creates": 3' in proc.stderr  # the film is made locally

@@ -42,7 +42,7 @@ async def test_tools_list_states_the_rules_within_the_context_budget(
 ) -> None:
     async with Client(stdio_params(server_env(fresh_sim, dirs)), mode=mode) as client:  # type: ignore[arg-type]
         tools = {t.name: t for t in (await client.list_tools()).tools}
-    assert set(tools) == {"generate_video", "get_task_status", "upload_image", "list_tasks", "get_usage"}
+    assert set(tools) == {"generate_video", "get_task_status", "upload_image", "list_tasks", "get_usage", "join_videos"}
     gen = tools["generate_video"].input_schema["properties"]
     assert gen["resolution"]["enum"] == ["720p", "1080p"]
     assert gen["duration"]["enum"] == [5, 10, 15]
@@ -61,7 +61,7 @@ async def test_tools_list_states_the_rules_within_the_context_budget(
             p.pop("_meta", None)
     size = len(json.dumps(payload, separators=(",", ":")))
     print(f"tools/list: {size} bytes")
-    assert size <= 6500, f"tools/list is {size} bytes"
+    assert size <= 7500, f"tools/list is {size} bytes"
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

@@ -134,7 +134,7 @@ async def test_migrations_from_empty_file(db_path: Path) -> None:
     j = await SqliteJournal.open(db_path)
     await j.close()
     with sqlite3.connect(db_path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         names = {r[0] for r in raw.execute("SELECT name FROM sqlite_master")}
     assert {"tasks", "uploads", "download_leases", "confirmations"} <= names

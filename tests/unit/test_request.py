@@ -241,7 +241,7 @@ REJECTIONS = [
     ({"prompt": "a", "reference_urls": ["https://x.com/a.mp4"]}, "reference_urls", "'reference_videos'"),
     ({"prompt": "a", "durations": 5}, "durations", "did you mean 'duration'"),
     ({"prompt": "a", "size": "1280*720"}, "size", "did you mean 'aspect_ratio'"),
-    ({"prompt": "a", "zzz": 1}, "zzz", "Allowed: prompt, model, image, reference_videos"),
+    ({"prompt": "a", "zzz": 1}, "zzz", "Allowed: prompt, model, image, continue_from, reference_videos"),
     # routing
     ({}, "prompt", "describe the video in prompt"),
     ({"prompt": "   "}, "prompt", "describe the video in prompt"),
@@ -681,3 +681,63 @@ def _stdlib() -> frozenset[str]:
     import sys
 
     return frozenset(sys.stdlib_module_names)
+
+
+# --- films: continue_from and multi-shot timing (issue 14) ------------------------------------------
+
+
+def test_continue_from_is_image_to_video_from_a_task() -> None:
+    v = parse_video_request({"continue_from": "video_01ABC", "prompt": "it lands", "seed": 3, "resolution": "720p"})
+    assert v.mode == "i2v" and v.image is None and v.request.continue_from == "video_01ABC"
+    assert v.preview_payload()["image_urls"] == ["<upload: last frame of video_01ABC>"]
+    assert "aspect_ratio" not in v.preview_payload() and v.preview_payload()["seed"] == 3
+    flash = parse_video_request({"continue_from": "video_01ABC", "model": "wan2.6-flash", "audio": False})
+    assert flash.mode == "i2v" and not flash.has_audio  # flash needs a first frame: continue_from is one
+    other = parse_video_request({"continue_from": "video_01ABD", "prompt": "it lands", "seed": 3, "resolution": "720p"})
+    assert request_fingerprint(v) != request_fingerprint(other)
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ({"continue_from": "video_1", "image": "https://x.org/a.png"}, "image"),
+        ({"continue_from": "video_1", "reference_videos": ["https://x.org/a.mp4"]}, "reference_videos"),
+        ({"continue_from": "video_1", "aspect_ratio": "9:16"}, "aspect_ratio"),
+        ({"continue_from": "video_1", "shot_type": "multi"}, "shot_type"),
+        ({"continue_from": "no spaces allowed"}, "continue_from"),
+        ({"continue_from": 12}, "continue_from"),
+        ({"continue": "video_1"}, "continue"),
+    ],
+)
+def test_continue_from_refuses_what_cannot_go_with_it(args: dict[str, Any], field: str) -> None:
+    with pytest.raises(WanError) as info:
+        parse_video_request(args)
+    assert info.value.field == field, info.value.render()
+    if field == "continue":
+        assert "continue_from" in info.value.render()
+
+
+@pytest.mark.parametrize(
+    ("prompt", "duration", "fragment"),
+    [
+        ("Shot 1 [0-3 s]: a. Shot 2 [3-7 s]: b.", 5, "run to 7 s but the video lasts 5 s"),
+        ("Shot 1 [0-3 s]: a. Shot 2 [4-5 s]: b.", 5, "starts at 4 s but the previous shot ends at 3 s"),
+        ("Shot 1 [1-3 s]: a. Shot 2 [3-5 s]: b.", 5, "starts at 1 s"),
+        ("Shot 2 [0-3 s]: a. Shot 1 [3-5 s]: b.", 5, "number them 1, 2, 3 in order"),
+        ("Shot 1 [0-3 s]: a. Shot 2 [3-3 s]: b.", 5, "ends before it starts"),
+    ],
+)
+def test_multi_shot_times_must_fit_the_duration(prompt: str, duration: int, fragment: str) -> None:
+    with pytest.raises(WanError) as info:
+        parse_video_request({"prompt": prompt, "duration": duration, "shot_type": "multi"})
+    assert info.value.field == "prompt" and fragment in info.value.message
+    assert "Shot 1 [0-3 s]" in (info.value.hint or "")
+
+
+def test_multi_shot_times_that_fit_pass_and_a_longer_duration_is_suggested() -> None:
+    parse_video_request({"prompt": "Shot 1 [0-3 s]: a. Shot 2 [3-5 s]: b.", "shot_type": "multi"})
+    parse_video_request({"prompt": "shot 1 [0s-6s] a, shot 2 [6 - 10 seconds] b", "duration": 10})
+    parse_video_request({"prompt": "a single shot with no times"})
+    with pytest.raises(WanError) as info:
+        parse_video_request({"prompt": "Shot 1 [0-6 s]: a. Shot 2 [6-12 s]: b.", "duration": 10})
+    assert "set duration to 15" in (info.value.hint or "")

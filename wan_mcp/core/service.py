@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from wan_mcp.core.journal import (
 )
 from wan_mcp.core.leases import DownloadLeases
 from wan_mcp.core.media import VideoDescriber, looks_like_image, prepare_image, sniff_video, video_problem
+from wan_mcp.core.media.film import MAX_FILM_PARTS, FilmError, join_clips, last_frame_png
 from wan_mcp.core.request import (
     MediaSource,
     SourceKind,
@@ -238,7 +240,13 @@ class VideoService:
             else:
                 raise await self._confirmation_required(quote, fingerprint)
 
-        image_url, reference_urls = await self._resolve_media(validated)
+        continues = validated.request.continue_from
+        image_url: str | None
+        reference_urls: list[str] = []
+        if continues is not None:
+            image_url = await self._last_frame_url(continues)
+        else:
+            image_url, reference_urls = await self._resolve_media(validated)
         payload = validated.to_payload(image_url=image_url, reference_urls=reference_urls)
         business_id = new_business_id()
         outcome = await self._journal.reserve(
@@ -250,6 +258,7 @@ class VideoService:
                 fingerprint=fingerprint,
                 cost_micro_usd=quote.micro_usd,
                 spender=self._spending.session,
+                continues=continues,
             ),
             limits=self._spending.limits(self._now()),
             dedupe_within=window,
@@ -407,6 +416,13 @@ class VideoService:
                 self._check_local_paths(name)
                 await offload.run_sync(partial(self._boundary.check, src.value, field=name))
             uploads.append(f"{name}: {src.describe()} (uploaded at submit; reused if sent before)")
+        if v.request.continue_from is not None:
+            source = await self._journal.get(v.request.continue_from)
+            state = "not in the journal yet" if source is None else source.status
+            uploads.append(
+                f"continue_from: the last frame of {v.request.continue_from} ({state}; it must be completed "
+                "when you submit), extracted and uploaded at submit"
+            )
         limits = self._spending.usage_scopes(self._now())
         spent_today, spent_session = await self._journal.spent(limits)
         daily, session = self._spending.daily_micro, self._spending.session_micro
@@ -577,6 +593,149 @@ class VideoService:
             )
         )
         return uploaded.url
+
+    # --- films ----------------------------------------------------------------------------
+
+    async def _completed_file(self, task_id: str, *, field: str) -> TaskRecord:
+        """A completed task with its MP4 on disk (downloaded now if needed), or an error naming ``field``."""
+        try:
+            record = self._tracker.latest(task_id) or await self._lookup(task_id)
+        except WanError as err:
+            raise WanError(err.code, err.message, field=field, hint=err.hint, task_id=task_id) from None
+        if record.status != "completed":
+            hint = (
+                f"wait until it is completed: get_task_status(task_id='{record.id}', wait_seconds=30)"
+                if record.status not in TERMINAL
+                else "use a completed task (list_tasks(status='completed') lists them)"
+            )
+            raise WanError(
+                ErrorCode.INVALID_REQUEST,
+                f"task {record.id} is {record.status}, not completed, so it has no video to use",
+                field=field,
+                hint=hint,
+                task_id=record.id,
+            )
+        if record.local_path is None or not await offload.run_sync(Path(record.local_path).is_file):
+            if not record.video_url:
+                raise WanError(
+                    ErrorCode.INVALID_FILE,
+                    f"the video of task {record.id} is no longer on disk and has no URL to fetch it again",
+                    field=field,
+                    hint="make the shot again, or pick another task",
+                    task_id=record.id,
+                )
+            record = await self._download(replace(record, local_path=None))
+        return record
+
+    async def _last_frame_url(self, task_id: str) -> str:
+        """The exact last frame of ``task_id``'s video, uploaded like upload_image would (de-duplicated)."""
+        record = await self._completed_file(task_id, field="continue_from")
+        assert record.local_path is not None
+        try:
+            png = await offload.run_sync(last_frame_png, Path(record.local_path))
+        except FilmError as err:
+            raise WanError(
+                ErrorCode.INVALID_FILE,
+                f"the last frame of task {record.id} cannot be read: {err.why}",
+                field="continue_from",
+                hint="continue from another completed task",
+                task_id=record.id,
+            ) from None
+        frame = MediaSource(kind=SourceKind.DATA, value=f"last frame of {record.id}", data=png, media_type="image/png")
+        return (await self._upload_image_source(frame, field="continue_from")).url
+
+    async def join(
+        self,
+        task_ids: Sequence[str],
+        *,
+        transition: str,
+        crossfade_seconds: float,
+        on_progress: Callable[[float], Awaitable[None]] | None = None,
+    ) -> StatusResult:
+        """Join completed tasks' videos, in order, into one MP4: local work, no upstream call, no cost."""
+        if transition not in ("cut", "crossfade"):
+            raise WanError(
+                ErrorCode.INVALID_REQUEST,
+                f"{transition!r} is not a transition",
+                field="transition",
+                allowed=["cut", "crossfade"],
+                hint="use cut (hard cut) or crossfade (blend of crossfade_seconds)",
+            )
+        if not 2 <= len(task_ids) <= MAX_FILM_PARTS:
+            raise WanError(
+                ErrorCode.INVALID_REQUEST,
+                f"{len(task_ids)} task id(s) given; a film joins 2 to {MAX_FILM_PARTS}",
+                field="task_ids",
+                allowed=[f"2..{MAX_FILM_PARTS} task ids"],
+                hint="list the completed shots in order, e.g. task_ids=['video_A', 'video_B']",
+            )
+        if not 0.1 <= crossfade_seconds <= 2.0:
+            raise WanError(
+                ErrorCode.INVALID_REQUEST,
+                f"{crossfade_seconds:g} s is out of range",
+                field="crossfade_seconds",
+                allowed=["0.1..2"],
+                hint="use 0.5 (the default) or another value from 0.1 to 2 seconds",
+            )
+        records = [await self._completed_file(t, field=f"task_ids[{i}]") for i, t in enumerate(task_ids)]
+        paths = [Path(r.local_path or "") for r in records]
+        film_id = f"film_{uuid.uuid4().hex}"
+        dest = self._boundary.output_path(film_id)
+        part = dest.with_name(dest.name + ".part")
+        progress = [0.0]
+        try:
+            async with anyio.create_task_group() as tg:
+                if on_progress is not None:
+                    tg.start_soon(self._relay_progress, progress, on_progress)
+                try:
+                    result = await offload.run_sync(
+                        partial(
+                            join_clips,
+                            paths,
+                            part,
+                            transition="crossfade" if transition == "crossfade" else "cut",
+                            crossfade_seconds=crossfade_seconds,
+                            progress=lambda fraction: progress.__setitem__(0, fraction),
+                        )
+                    )
+                finally:
+                    tg.cancel_scope.cancel()  # no progress after this point: the result comes next
+            digest, size = await offload.run_sync(_sha256_and_size, part)
+            await offload.run_sync(os.replace, part, dest)
+        except FilmError as err:
+            bad = records[min(err.index, len(records) - 1)]
+            raise WanError(
+                ErrorCode.INVALID_FILE,
+                f"task {bad.id} cannot be joined: {err.why}",
+                field=f"task_ids[{err.index}]",
+                hint="leave that task out, or make the shot again",
+                task_id=bad.id,
+            ) from None
+        finally:
+            await offload.run_sync(partial(part.unlink, missing_ok=True))
+        await self._journal.record_film(
+            film_id,
+            payload={
+                "parts": [r.id for r in records],
+                "transition": transition,
+                "crossfade_seconds": crossfade_seconds if transition == "crossfade" else 0,
+                "stream_copied": result.copied,
+            },
+            local_path=str(dest),
+            sha256=digest,
+            size_bytes=size,
+        )
+        return await self.status(film_id, wait_seconds=0, download=False)
+
+    @staticmethod
+    async def _relay_progress(progress: list[float], report: Callable[[float], Awaitable[None]]) -> None:
+        """Pass the encoder's progress (set from its worker thread) on, twice a second, only when it moved."""
+        shown = -1.0
+        while True:
+            await anyio.sleep(0.5)
+            if progress[0] > shown:
+                shown = progress[0]
+                await report(shown)
 
     # --- upload_image ---------------------------------------------------------------------
 
@@ -773,7 +932,11 @@ class VideoService:
         lock = self._download_locks.setdefault(record.task_id, anyio.Lock())
         async with lock:
             fresh = await self._journal.get(record.task_id)
-            if fresh is not None and fresh.local_path:
+            if (
+                fresh is not None
+                and fresh.local_path
+                and await offload.run_sync(Path(fresh.local_path).is_file)  # deleted since: fetch it again
+            ):
                 return fresh
             if record.expires_at is not None and record.expires_at < time.time():
                 raise WanError(
@@ -871,6 +1034,16 @@ class VideoService:
             hint=hint,
         )
         return view.with_next()
+
+
+def _sha256_and_size(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
 
 
 def _quote_view(quote: Quote) -> QuoteView:

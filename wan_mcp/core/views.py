@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from wan_mcp.core.journal import TERMINAL, TaskRecord
+from wan_mcp.core.journal import FILM_MODE, TERMINAL, TaskRecord
 
 
 def iso(ts: float | None) -> str | None:
@@ -64,6 +64,10 @@ class TaskView(BaseModel):
     has_audio: bool | None = None
     error: ErrorInfo | None = None
     sent: dict[str, Any] | None = None
+    #: The task whose last frame this shot starts from (continue_from).
+    continues: str | None = None
+    #: A joined film's parts, in order (task ids).
+    parts: list[str] | None = None
     deduplicated: bool | None = None
     #: What this generate_video call costs (0 when it returned an existing identical task).
     quote: QuoteView | None = None
@@ -96,6 +100,8 @@ class TaskView(BaseModel):
             size_bytes=rec.size_bytes,
             error=error,
             sent=rec.payload if include_sent else None,
+            continues=rec.continues,
+            parts=[str(p) for p in rec.payload.get("parts", [])] if rec.mode == FILM_MODE else None,
         )
 
     def with_next(self) -> TaskView:
@@ -117,8 +123,12 @@ class TaskView(BaseModel):
     def summary(self) -> str:
         """One line an agent (or a person) reads first."""
         parts = [f"Task {self.task_id}: {self.status}"]
-        if self.mode:
+        if self.parts is not None:
+            parts.append(f"(film of {len(self.parts)} shots: {', '.join(self.parts)})")
+        elif self.mode:
             parts.append(f"({self.mode}, {self.model})")
+        if self.continues:
+            parts.append(f"continuing {self.continues}")
         if self.progress is not None and self.status not in ("completed", "failed"):
             parts.append(f"{self.progress}%")
         text = " ".join(parts) + "."

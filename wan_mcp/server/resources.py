@@ -16,6 +16,8 @@ Wan 2.6 video generation (ToAPIs gateway). Each generate_video call starts a PAI
 Every result carries a quote; generate_video(dry_run=true) quotes without sending; get_usage shows \
 spend and budgets. A call above the approval threshold asks the user, or answers confirmation_required \
 with a confirm_token: ask the user, and only if they agree repeat the call with it.
+Longer than 15 s: make shot 1, continue each next shot with generate_video(continue_from=<previous task_id>), \
+then join_videos(task_ids=[...]) (prompt wan_film has the steps).
 Flow: (1) optional: upload_image(path=...) for a local image, or pass the path/URL as `image` directly; \
 (2) generate_video(...) returns a task_id at once; (3) get_task_status(task_id, wait_seconds=30) until \
 status is completed (jobs usually take 1-5 min; 15 s 1080p up to 10 min). The completed result has \
@@ -64,5 +66,24 @@ def register_resources(server: MCPServer[Any]) -> None:
             f"camera ({camera}); lighting and {style} style; setting; sound cue ({audio}).\n"
             "Use concrete visual words, present tense, one continuous shot unless asked for multi-shot. "
             "Avoid real people's names, logos and on-screen text. Also suggest a short negative_prompt "
-            "(e.g. 'blurry, low quality, deformed'). Then call generate_video with it."
+            "(e.g. 'blurry, low quality, deformed'). Then call generate_video with it. For cuts inside one "
+            "clip use shot_type='multi' and time the shots in the prompt: 'Shot 1 [0-3 s]: ... Shot 2 [3-5 s]: "
+            "...' (they must start at 0, follow each other and end within the duration)."
+        )
+
+    @server.prompt(name="wan_film", title="Plan a film longer than one clip")
+    def wan_film(story: str, seconds: str = "30", resolution: str = "720p") -> str:
+        """Plan and make a film of several shots that flow into each other (continue_from + join_videos)."""
+        return (
+            f"Make a film of about {seconds} s about: {story}.\n"
+            "1. Plan shots of 5-15 s each (Wan 2.6 makes at most 15 s per clip); write one prompt per shot, "
+            "each continuing the action of the one before.\n"
+            f"2. Quote the whole film first: generate_video(dry_run=true, resolution='{resolution}', ...) for "
+            "each shot; tell the user the total and ask before spending.\n"
+            "3. Shot 1: generate_video(prompt=..., duration=...) (text-to-video, or image=... to start from a "
+            "picture). Wait with get_task_status(task_id, wait_seconds=30) until completed.\n"
+            "4. Each next shot: generate_video(continue_from=<previous task_id>, prompt=...): its first frame is "
+            "the previous shot's last frame (no image, reference_videos or aspect_ratio). Wait until completed.\n"
+            "5. join_videos(task_ids=[shot 1, shot 2, ...], transition='cut' or 'crossfade'): one MP4, free.\n"
+            "Show the user the film's local_path."
         )

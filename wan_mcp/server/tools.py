@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from wan_mcp.config import Settings
 from wan_mcp.core.arguments import Problem, ToolArguments
 from wan_mcp.core.journal import STATUS_ORDER, TaskRecord
+from wan_mcp.core.media.film import MAX_FILM_PARTS
 from wan_mcp.core.request import video_request_schema
 from wan_mcp.core.service import VideoService
 from wan_mcp.core.views import PlanView, TaskList, TaskView, UploadView, UsageView
@@ -186,6 +187,35 @@ async def list_tasks(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallT
 
 
 @speaks_wan_errors
+async def join_videos(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
+    state = _state(ctx)
+    args = ToolArguments("join_videos", arguments, ("task_ids", "transition", "crossfade_seconds"))
+    task_ids = args.take("task_ids", "array")
+    transition = args.take("transition", "string", "cut")
+    crossfade = args.take("crossfade_seconds", "number", 0.5, example="0.5")
+    if task_ids is None:
+        args.add(
+            Problem("task_ids", "task_ids is required", "list the completed shots in order, e.g. ['video_A', ...]")
+        )
+    elif not all(isinstance(t, str) for t in task_ids):
+        args.add(Problem("task_ids", "every item must be a task id string", "e.g. ['video_A', 'video_B']"))
+    args.finish()
+
+    async def progress(fraction: float) -> None:
+        await ctx.report_progress(round(100 * fraction, 2), 100.0, f"joining {len(task_ids)} shots")
+
+    result = await state.service.join(
+        task_ids, transition=str(transition), crossfade_seconds=float(crossfade), on_progress=progress
+    )
+    extra = _file_links(result.view)
+    if result.poster_jpeg:
+        extra.append(
+            ImageContent(type="image", data=base64.b64encode(result.poster_jpeg).decode(), mime_type="image/jpeg")
+        )
+    return _result(result.view.summary(), result.view, extra)
+
+
+@speaks_wan_errors
 async def get_usage(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
     state = _state(ctx)
     ToolArguments("get_usage", arguments, ()).finish()
@@ -237,6 +267,10 @@ DESCRIPTIONS = {
     ),
     "list_tasks": "Recent tasks from the local journal, newest first (find a lost task_id here).",
     "get_usage": "Money at a glance: gateway balance, spend today and this session, budgets left, prices.",
+    "join_videos": (
+        "Join completed tasks' videos in order into one MP4 film (local, free). Longer stories: shot 1, then "
+        "generate_video(continue_from=previous task_id) per shot, then join."
+    ),
 }
 
 
@@ -278,6 +312,16 @@ def input_schemas(max_wait: float) -> dict[str, dict[str, Any]]:
             "additionalProperties": False,
         },
         "get_usage": {"type": "object", "properties": {}, "additionalProperties": False},
+        "join_videos": {
+            "type": "object",
+            "properties": {
+                "task_ids": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": MAX_FILM_PARTS},
+                "transition": {"type": "string", "enum": ["cut", "crossfade"], "default": "cut"},
+                "crossfade_seconds": {"type": "number", "minimum": 0.1, "maximum": 2, "default": 0.5},
+            },
+            "required": ["task_ids"],
+            "additionalProperties": False,
+        },
     }
 
 
@@ -321,6 +365,7 @@ _OUTPUT_SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["tasks"],
     },
     "get_usage": output_schema(UsageView, ("spent_today_usd", "daily_left_usd", "next")),
+    "join_videos": output_schema(TaskView, ("task_id", "local_path", "next")),
 }
 
 
@@ -350,6 +395,12 @@ def build_tools(settings: Settings) -> list[Tool]:
             "List tasks",
             TaskList,
             ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+        ),
+        (
+            join_videos,
+            "Join videos into a film",
+            TaskView,
+            ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False),
         ),
         (
             get_usage,

@@ -15,6 +15,7 @@ from wan_mcp.core.journal.protocol import TaskJournal
 from wan_mcp.core.journal.records import (
     ACTIVE,
     DUPLICATE_BLIND,
+    FILM_MODE,
     STATUS_ORDER,
     STATUSES,
     TERMINAL,
@@ -39,6 +40,7 @@ from wan_mcp.core.journal.sqlite import SqliteJournal
 __all__ = [
     "ACTIVE",
     "DUPLICATE_BLIND",
+    "FILM_MODE",
     "SCHEMA_VERSION",
     "STATUSES",
     "STATUS_ORDER",

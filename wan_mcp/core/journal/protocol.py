@@ -76,6 +76,12 @@ class TaskJournal(Protocol):
         request, one use per token."""
         ...
 
+    async def record_film(
+        self, film_id: str, *, payload: dict[str, Any], local_path: str, sha256: str, size_bytes: int
+    ) -> TaskRecord:
+        """Write a joined film as a completed row of its own (``film_id`` is its business and task id)."""
+        ...
+
     async def spent(self, limits: Sequence[SpendLimit]) -> builtins.list[int]:
         """Micro-USD counted against each limit (every status but ``rejected``)."""
         ...

@@ -14,6 +14,7 @@ from typing import Any, Final, Literal, get_args
 __all__ = [
     "ACTIVE",
     "DUPLICATE_BLIND",
+    "FILM_MODE",
     "STATUSES",
     "STATUS_ORDER",
     "TERMINAL",
@@ -47,6 +48,8 @@ UNSETTLED: Final[frozenset[str]] = frozenset({"submitting", "unconfirmed"})
 #: A task exists upstream and is still running: the tracker resumes polling these.
 ACTIVE: Final[frozenset[str]] = frozenset({"queued", "in_progress"})
 
+#: The ``mode`` of a joined film's row (its parts are in ``payload["parts"]``; nothing upstream).
+FILM_MODE: Final = "film"
 #: A duplicate of one of these is no duplicate: nothing was made (rejected) or it failed, so the
 #: same request again is a fresh attempt.
 DUPLICATE_BLIND: Final[frozenset[str]] = frozenset({"rejected", "failed"})
@@ -89,6 +92,8 @@ class TaskRecord:
     cost_micro_usd: int = 0
     #: Who spent it: the server process's session id (the session budget counts these).
     spender: str = ""
+    #: The task whose last frame this shot starts from (generate_video's continue_from).
+    continues: str | None = None
 
     @property
     def id(self) -> str:
@@ -179,6 +184,7 @@ class Submission:
     fingerprint: str
     cost_micro_usd: int
     spender: str
+    continues: str | None = None
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,9 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """,
         "CREATE INDEX confirmations_expiry ON confirmations (expires_at)",
     ),
+    # 3: films. A shot made with continue_from names the task it continues; a joined film is a row
+    # of its own (mode 'film', its parts in payload) so list_tasks and get_task_status show it.
+    ("ALTER TABLE tasks ADD COLUMN continues TEXT",),
 )
 
 #: The schema version this code writes; a file with a higher ``user_version`` is refused.
@@ -96,7 +99,8 @@ SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 _TASK_COLUMNS: Final = (
     "business_id, task_id, model, mode, status, progress, payload, fingerprint, created_at, updated_at, "
-    "video_url, expires_at, error_code, error_message, local_path, sha256, size_bytes, cost_micro_usd, spender"
+    "video_url, expires_at, error_code, error_message, local_path, sha256, size_bytes, cost_micro_usd, spender, "
+    "continues"
 )
 
 

@@ -37,6 +37,7 @@ from wan_mcp.core import offload
 from wan_mcp.core.journal.records import (
     ACTIVE,
     DUPLICATE_BLIND,
+    FILM_MODE,
     STATUSES,
     TERMINAL,
     UNSETTLED,
@@ -95,6 +96,7 @@ def _row_to_task(row: sqlite3.Row) -> TaskRecord:
         size_bytes=row["size_bytes"],
         cost_micro_usd=int(row["cost_micro_usd"] or 0),
         spender=row["spender"] or "",
+        continues=row["continues"],
     )
 
 
@@ -282,7 +284,7 @@ class SqliteJournal:
             try:
                 cur = conn.execute(
                     f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, NULL, ?, ?, 'submitting', NULL, "  # noqa: S608
-                    "?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, '')",
+                    "?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, '', NULL)",
                     (business_id, model, mode, body, fingerprint, now, now),
                 )
             except sqlite3.IntegrityError as exc:
@@ -537,17 +539,10 @@ class SqliteJournal:
                 conn.execute("UPDATE confirmations SET used_at = ? WHERE token_sha256 = ?", (now, confirm_token_sha256))
             cur = conn.execute(
                 f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, NULL, ?, ?, 'submitting', NULL, "  # noqa: S608
-                "?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ?, ?)",
+                "?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ?, ?, ?)",
                 (
-                    sub.business_id,
-                    sub.model,
-                    sub.mode,
-                    body,
-                    sub.fingerprint,
-                    now,
-                    now,
-                    sub.cost_micro_usd,
-                    sub.spender,
+                    *(sub.business_id, sub.model, sub.mode, body, sub.fingerprint, now, now),
+                    *(sub.cost_micro_usd, sub.spender, sub.continues),
                 ),
             )
             assert cur.lastrowid is not None
@@ -609,6 +604,30 @@ class SqliteJournal:
         if row["expires_at"] <= now:
             return TokenRefused("expired")
         return None
+
+    # --- films --------------------------------------------------------------------
+
+    async def record_film(
+        self, film_id: str, *, payload: dict[str, Any], local_path: str, sha256: str, size_bytes: int
+    ) -> TaskRecord:
+        """A joined film, made here: a completed row of its own (mode ``film``, no upstream task).
+
+        ``film_id`` is both its business id and its task id, so every lookup finds it; it costs
+        nothing and is never polled (it is terminal from the start).
+        """
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+        def insert(conn: sqlite3.Connection) -> TaskRecord:
+            now = self._clock()
+            cur = conn.execute(
+                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, ?, 'join', ?, 'completed', 100, "  # noqa: S608
+                "?, '', ?, ?, NULL, NULL, NULL, NULL, ?, ?, ?, 0, '', NULL)",
+                (film_id, film_id, FILM_MODE, body, now, now, local_path, sha256, size_bytes),
+            )
+            assert cur.lastrowid is not None
+            return self._reload(conn, cur.lastrowid)
+
+        return await self._transaction(insert, durable=True)
 
     # --- uploads ------------------------------------------------------------------
 

@@ -92,6 +92,20 @@ TEXT: Final[Mapping[str, str]] = {
     "i2v_aspect_fix": "drop aspect_ratio; crop the image to the wanted orientation",
     "i2v_shot_type": "shot_type applies to text-to-video and reference-to-video only, not with image",
     "i2v_shot_type_fix": "drop shot_type",
+    "continue_image": "continue_from already gives the first frame (the last frame of that task); image cannot "
+    "be combined with it",
+    "continue_image_fix": "drop image to continue the shot, or drop continue_from to start from your image",
+    "continue_refs": "continue_from (image-to-video from a task's last frame) cannot be combined with reference_videos",
+    "continue_refs_fix": "drop reference_videos, or drop continue_from for reference-to-video",
+    "continue_aspect": "aspect_ratio is not supported with continue_from: the shot keeps the previous one's "
+    "orientation",
+    "continue_aspect_fix": "drop aspect_ratio",
+    "continue_id": "{value} is not a task id",
+    "continue_id_fix": "pass the task_id of a completed video (from generate_video or list_tasks)",
+    "shot_times": "{problem}",
+    "shot_times_fix": "write the shots as 'Shot 1 [0-3 s]: ... Shot 2 [3-{duration} s]: ...' within "
+    "the {duration} s duration, each starting where the previous ended",
+    "shot_times_longer": "; or set duration to {longer}",
     "audio_off": "wan2.6 always generates audio, so audio=false cannot be honoured",
     "audio_off_fix": "use model wan2.6-flash for a silent, cheaper video, or drop audio",
 }

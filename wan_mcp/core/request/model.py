@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, get_args
@@ -81,6 +82,8 @@ DEFAULT_ASPECT_RATIO: Final[AspectRatio] = "16:9"
 FLASH_UNSUPPORTED_FIELDS: Final = ("aspect_ratio", "negative_prompt", "seed", "prompt_extend", "shot_type")
 
 _FINGERPRINT_VERSION: Final = "wan-mcp/request/v2"
+#: A task id as the gateway and the journal spell them (the service checks the same shape).
+_TASK_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 #: What the gateway does when a field is left out (contract §2.2): spelling one out changes nothing.
 _UPSTREAM_DEFAULTS: Final[Mapping[str, object]] = {"prompt_extend": True, "watermark": False, "shot_type": "single"}
 _TRAILING_STOPS: Final = ".!?;,。！？；，…"
@@ -107,6 +110,7 @@ _FIELDS: Final[Mapping[str, _FieldSpec]] = {
     "prompt": _FieldSpec("prompt", "string"),
     "model": _FieldSpec("model", "string", _literal_strings(ModelName)),
     "image": _FieldSpec("image", "string"),
+    "continue_from": _FieldSpec("task id", "string", example="video_01ABC"),
     "reference_videos": _FieldSpec("reference video list", "array"),
     "aspect_ratio": _FieldSpec("aspect ratio", "string", _literal_strings(AspectRatio)),
     "resolution": _FieldSpec("resolution", "string", _literal_strings(Resolution)),
@@ -134,6 +138,9 @@ _ALIASES: Final[Mapping[str, str]] = {
     "length": "duration",
     "seconds": "duration",
     "generate_audio": "audio",
+    "continue": "continue_from",
+    "extend": "continue_from",
+    "previous_task": "continue_from",
 }
 
 
@@ -148,12 +155,25 @@ def _cross_field_problems(args: Mapping[str, Any]) -> list[Problem]:
     """
     model = args.get("model", "wan2.6")
     flash = model == "wan2.6-flash"
+    continues = args.get("continue_from") is not None
     has_image = args.get("image") is not None
     has_refs = args.get("reference_videos") is not None
     prompt = args.get("prompt")
     has_prompt = prompt is not None and (not isinstance(prompt, str) or bool(prompt.strip()))
     problems: list[Problem] = []
-    if has_image and has_refs:
+    if continues:
+        # Image-to-video from the last frame of a task: the first frame is given, so no other source,
+        # and the orientation is the previous shot's.
+        if has_image:
+            problems.append(Problem("image", t("continue_image"), t("continue_image_fix")))
+        if has_refs:
+            problems.append(Problem("reference_videos", t("continue_refs"), t("continue_refs_fix")))
+        if args.get("aspect_ratio") is not None and not flash:
+            problems.append(Problem("aspect_ratio", t("continue_aspect"), t("continue_aspect_fix")))
+        if args.get("shot_type") is not None and not flash:
+            problems.append(Problem("shot_type", t("i2v_shot_type"), t("i2v_shot_type_fix")))
+        has_image, has_refs = True, False  # from here on, it is image-to-video
+    elif has_image and has_refs:
         problems.append(Problem("image", t("both_sources"), t("both_sources_fix")))
     if flash:
         if not has_image and not has_refs:
@@ -165,14 +185,61 @@ def _cross_field_problems(args: Mapping[str, Any]) -> list[Problem]:
         )
     elif not has_image and not has_refs and not has_prompt:
         problems.append(Problem("prompt", t("t2v_prompt"), t("t2v_prompt_fix")))
-    if has_image and not flash:  # on flash these two were reported as unsupported already
+    if has_image and not flash and not continues:  # on flash these two were reported as unsupported already
         if args.get("aspect_ratio") is not None:
             problems.append(Problem("aspect_ratio", t("i2v_aspect"), t("i2v_aspect_fix")))
         if args.get("shot_type") is not None:
             problems.append(Problem("shot_type", t("i2v_shot_type"), t("i2v_shot_type_fix")))
     if model == "wan2.6" and args.get("audio") is False:
         problems.append(Problem("audio", t("audio_off"), t("audio_off_fix"), ("true",)))
+    if isinstance(prompt, str):
+        duration = args.get("duration", 5)
+        why = shot_times_problem(prompt, duration if isinstance(duration, int | float) else 5)
+        if why is not None:
+            hint = t("shot_times_fix", duration=duration)
+            longer = next((d for d in (5, 10, 15) if d >= _last_shot_end(prompt)), None)
+            if longer is not None and longer > duration:
+                hint += t("shot_times_longer", longer=longer)
+            problems.append(Problem("prompt", t("shot_times", problem=why), hint))
     return problems
+
+
+#: "Shot 2 [3-6 s]" / "Shot 2 [3s-6s]" / "shot 2 [3 - 6 seconds]": Wan's multi-shot timing convention.
+_SHOT = re.compile(
+    r"\bshot\s*(\d+)\s*\[\s*(\d+(?:\.\d+)?)\s*s?\s*[-–~]\s*(\d+(?:\.\d+)?)\s*(?:s|sec|secs|seconds)?\s*\]",
+    re.IGNORECASE,
+)
+
+
+def _shots(prompt: str) -> list[tuple[int, float, float]]:
+    return [(int(n), float(a), float(b)) for n, a, b in _SHOT.findall(prompt)]
+
+
+def _last_shot_end(prompt: str) -> float:
+    return max((end for _, _, end in _shots(prompt)), default=0.0)
+
+
+def shot_times_problem(prompt: str, duration: float) -> str | None:
+    """What is wrong with the stated shot times of a multi-shot prompt, or None (also when none are stated).
+
+    The shots must be numbered 1, 2, ... in order, start at 0, each start where the previous one
+    ended, and end within the clip's duration.
+    """
+    shots = _shots(prompt)
+    if not shots:
+        return None
+    expected_start = 0.0
+    for position, (number, start, end) in enumerate(shots, start=1):
+        if number != position:
+            return f"the shots are numbered {', '.join(str(n) for n, _, _ in shots)}; number them 1, 2, 3 in order"
+        if end <= start:
+            return f"shot {number} [{start:g}-{end:g} s] ends before it starts"
+        if abs(start - expected_start) > 1e-9:
+            return f"shot {number} starts at {start:g} s but the previous shot ends at {expected_start:g} s"
+        expected_start = end
+    if expected_start > duration + 1e-9:
+        return f"the shots run to {expected_start:g} s but the video lasts {duration:g} s"
+    return None
 
 
 # --- the model -----------------------------------------------------------------------------------
@@ -260,6 +327,11 @@ class VideoRequest(BaseModel):
             "(uploaded for you). Not with reference_videos"
         ),
     )
+    continue_from: str | None = Field(
+        None,
+        max_length=128,
+        description="A completed task_id: its last frame starts this shot (i2v). Not with image/reference_videos",
+    )
     reference_videos: Annotated[tuple[str, ...] | None, BeforeValidator(_list_to_tuple)] = Field(
         None,
         min_length=1,
@@ -318,6 +390,14 @@ class VideoRequest(BaseModel):
             _remember(info, "image", source)
         return value
 
+    @field_validator("continue_from")
+    @classmethod
+    def _task_id(cls, value: str | None) -> str | None:
+        if value is not None and not _TASK_ID.match(value):
+            problem = Problem("continue_from", t("continue_id", value=show(value)), t("continue_id_fix"))
+            raise _problem_error(problem, _SOURCE_ERROR)
+        return value
+
     @field_validator("reference_videos")
     @classmethod
     def _reference_sources(cls, value: tuple[str, ...] | None, info: ValidationInfo) -> tuple[str, ...] | None:
@@ -338,10 +418,11 @@ class VideoRequest(BaseModel):
 
     @property
     def mode(self) -> Mode:
-        """Which upstream mode the gateway will pick (contract §2.1): references win, then image."""
+        """Which upstream mode the gateway will pick (contract §2.1): references win, then image
+        (a continued shot is image-to-video from the previous task's last frame)."""
         if self.reference_videos:
             return "r2v"
-        if self.image is not None:
+        if self.image is not None or self.continue_from is not None:
             return "i2v"
         return "t2v"
 
@@ -405,6 +486,8 @@ class ValidatedRequest:
             return src.value if src.kind is SourceKind.URL else f"<upload: {src.describe()}>"
 
         image = url_of(self.image) if self.image is not None else None
+        if self.request.continue_from is not None:
+            image = f"<upload: last frame of {self.request.continue_from}>"
         return self._body(image, [url_of(s) for s in self.references], check=False)
 
     def to_payload(self, image_url: str | None = None, reference_urls: Sequence[str] = ()) -> dict[str, Any]:
@@ -474,6 +557,7 @@ def request_fingerprint(v: ValidatedRequest) -> str:
         "mode": v.mode,
         "settings": settings,
         "image": v.image.identity() if v.image else None,
+        "continues": v.request.continue_from,
         "references": [s.identity() for s in v.references],
     }
     encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
