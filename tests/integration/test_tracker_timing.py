@@ -12,7 +12,7 @@ import itertools
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anyio
@@ -24,7 +24,11 @@ from wan_mcp.core.tracker import PollTiming, TaskTracker
 
 pytestmark = pytest.mark.anyio
 
-TIMING = PollTiming(first_delay=5.0, interval=10.0, max_interval=120.0, jitter=0.0, heartbeat=5.0, min_refresh=2.0)
+TIMING = PollTiming(
+    first_delay=5.0, interval=10.0, max_interval=120.0, jitter=0.0, heartbeat=5.0, min_refresh=2.0, predict=False
+)
+#: The same, polling when the job should finish (issue 15).
+PREDICTING = replace(TIMING, predict=True)
 
 
 @dataclass
@@ -114,7 +118,7 @@ async def test_the_first_delay_counts_from_the_submission_so_an_old_task_is_poll
 
 
 async def test_jitter_keeps_every_interval_within_its_band(tmp_path: Path) -> None:
-    timing = PollTiming(first_delay=5.0, interval=10.0, jitter=0.2, heartbeat=5.0)
+    timing = PollTiming(first_delay=5.0, interval=10.0, jitter=0.2, heartbeat=5.0, predict=False)
     async with _rig(tmp_path, timing=timing, job=200.0, seed=7) as rig:
         record = await rig.submit()
         submitted = rig.gw.clock.monotonic()
@@ -222,3 +226,64 @@ async def test_the_advice_agents_get_is_the_pollers_real_schedule(tmp_path: Path
             await rig.gw.clock.advance(15.0)
         await rig.gw.clock.advance(100.0)  # nobody waits any more: back to the configured interval
         assert rig.tracker.advice(record) == 10
+
+
+# --- polling when the job will finish (issue 15) -------------------------------------------------------
+
+
+async def _completion_seen(tmp_path: Path, *, curve: str, job: float, timing: PollTiming) -> tuple[float, int]:
+    """(seconds from upstream completion to the waiter seeing it, status reads) for one job."""
+    async with _rig(tmp_path, timing=timing, job=job) as rig:
+        rig.gw.engine.configure(progress_curve=curve)
+        record = await rig.submit()
+        submitted = rig.gw.clock.monotonic()
+        async with anyio.create_task_group() as tg:
+            waiter = start_wait(tg, rig, record, within=10 * job)
+            await rig.gw.clock.run_until(lambda: waiter.result is not None, limit=20 * job)
+        assert waiter.result is not None and waiter.result.status == "completed"
+        seen = next(t for t, status, _ in waiter.updates if status == "completed")
+        return seen - (submitted + job), len(rig.polls())
+
+
+@pytest.mark.parametrize("curve", ["linear", "queue_heavy", "slow_tail", "stall"])
+@pytest.mark.parametrize("job", [30.0, 60.0])
+async def test_predicted_polls_see_completion_sooner_for_at_most_one_extra_read(
+    tmp_path: Path, curve: str, job: float
+) -> None:
+    plain_delay, plain_reads = await _completion_seen(tmp_path / "plain", curve=curve, job=job, timing=TIMING)
+    delay, reads = await _completion_seen(tmp_path / "predicting", curve=curve, job=job, timing=PREDICTING)
+    assert 0 <= delay <= plain_delay  # never later than the plain schedule
+    assert reads <= plain_reads + 1  # a wrong prediction costs at most one extra read
+    if curve == "linear":  # a straight line is predicted: seen within 1.5 s instead of 5 s
+        assert delay <= 1.5 and reads <= plain_reads, (delay, plain_delay)
+
+
+async def test_predicted_polls_keep_the_floor_and_the_ceiling(tmp_path: Path) -> None:
+    async with _rig(tmp_path, timing=PREDICTING, job=30.0) as rig:
+        record = await rig.submit()
+        submitted = rig.gw.clock.monotonic()
+        async with anyio.create_task_group() as tg:
+            waiter = start_wait(tg, rig, record, within=300.0)
+            await rig.gw.clock.run_until(lambda: waiter.result is not None, limit=600)
+        polls = rig.polls()
+        gaps = [b - a for a, b in itertools.pairwise([submitted, *polls])]
+        assert all(PREDICTING.floor - 1e-6 <= g <= PREDICTING.interval + 1e-6 for g in gaps[1:]), gaps
+        assert gaps[0] == pytest.approx(PREDICTING.first_delay)  # nothing known yet: the contract's first wait
+
+
+async def test_a_kind_of_job_seen_before_is_polled_at_its_typical_end(tmp_path: Path) -> None:
+    async with _rig(tmp_path, timing=PREDICTING, job=3.0) as rig:
+        first = await rig.submit()
+        async with anyio.create_task_group() as tg:
+            waiter = start_wait(tg, rig, first, within=60.0)
+            await rig.gw.clock.run_until(lambda: waiter.result is not None, limit=120)
+        second = await rig.submit()
+        submitted = rig.gw.clock.monotonic()
+        before = len(rig.polls())
+        async with anyio.create_task_group() as tg:
+            waiter = start_wait(tg, rig, second, within=60.0)
+            await rig.gw.clock.run_until(lambda: waiter.result is not None, limit=120)
+        polls = rig.polls()[before:]
+        # The first job took 5 s to be seen (the contract's first poll); the second is read at the
+        # learned duration instead of first_delay + interval.
+        assert len(polls) == 1 and polls[0] - submitted < PREDICTING.first_delay + 0.5

@@ -9,12 +9,21 @@ only *waiters* that watch a shared, journal-backed record for a bounded time.
 Timing follows the contract's advice (first poll ~5 s after submit, then ~10 s with
 jitter, Retry-After honoured, exponential back-off on errors), and every status seen
 is written to the journal before waiters hear of it.
+
+Within that schedule the next poll comes EARLIER when the job should be done by then: the
+completion time is predicted from the task's progress history (or, before any progress,
+from how long jobs of the same model x resolution x duration took in this process), and
+the poll lands just after it, never sooner than ``PollTiming.floor`` after the last one
+and never later than the normal interval. A wrong prediction costs at most one extra poll
+per task: after one early poll that found the job still running, the task goes back to
+the plain schedule.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -44,6 +53,9 @@ class PollTiming:
     heartbeat: float = 5.0  # how often waiters hear "still waiting"
     min_refresh: float = 2.0  # a zero-wait status call reuses a poll younger than this
     progress_write: float = 5.0  # progress-only changes reach the journal at most this often
+    predict: bool = True  # poll when the job should finish (within the schedule above)
+    floor: float = 2.0  # never poll a task sooner than this after its previous poll
+    predict_margin: float = 0.3  # poll this long after the predicted completion
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PollTiming:
@@ -69,6 +81,13 @@ class _Watch:
     next_poll_at: float | None = None  # monotonic time the poller sleeps until (back-off included)
     fatal: WanError | None = None  # an error no amount of polling fixes (bad key, no balance)
     changed: anyio.Event = field(default_factory=anyio.Event)
+    #: (monotonic time, progress) of recent polls while running: what the prediction reads.
+    history: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=4))
+    early: bool = False  # the poll now scheduled comes before the plain schedule would
+    last_was_early: bool = False
+    early_misses: int = 0  # early polls that found the job still running (at most 1 allowed)
+    plain_due: float | None = None  # monotonic time the plain schedule polls next (early polls keep it)
+    last_zero: float | None = None  # monotonic time of the last poll that saw 0 % (the job not started)
 
     def publish(self, record: TaskRecord) -> None:
         self.record = record
@@ -101,6 +120,13 @@ class RateLimiter:
                 await self._clock.sleep(self._next - now)
                 now = self._clock.monotonic()
             self._next = max(now, self._next) + self._spacing
+
+
+def _kind(rec: TaskRecord) -> tuple[str, str, int]:
+    """Jobs that take about as long: same model, resolution and duration."""
+    payload = rec.payload
+    duration = payload.get("duration")
+    return (rec.model, str(payload.get("resolution", "")), duration if isinstance(duration, int) else 0)
 
 
 def observation_of(task: GatewayTask) -> Observation:
@@ -136,6 +162,8 @@ class TaskTracker:
         self._tg: TaskGroup | None = None
         self._stopping = False
         self._idle: set[anyio.CancelScope] = set()  # waits parked between updates
+        #: Seconds jobs took, by (model, resolution, duration), learned from completions seen here.
+        self._typical: dict[tuple[str, str, int], float] = {}
         self.upstream_polls = 0  # for benchmarks and tests
 
     async def __aenter__(self) -> TaskTracker:
@@ -269,6 +297,7 @@ class TaskTracker:
     def _next_delay(self, watch: _Watch) -> float:
         t = self._timing
         rec = watch.record
+        watch.early = False
         if watch.last_poll is None:
             # First poll: the contract's initial wait counted from the submission, so a
             # task submitted long ago (e.g. before a restart) is polled at once.
@@ -282,7 +311,60 @@ class TaskTracker:
             base = min(t.max_interval, max(base, t.interval) * (2 ** min(watch.errors, 6)))
         if watch.retry_after is not None:
             base = max(base, watch.retry_after)
-        return base * self._rng.uniform(1 - t.jitter, 1 + t.jitter) if base > 0 else 0.0
+        now = self._clock.monotonic()
+        if watch.last_was_early and watch.plain_due is not None and not watch.errors and watch.retry_after is None:
+            # The last poll came early (a prediction): the plain schedule stands where it was, so a
+            # prediction can make a completion seen sooner, never later.
+            delay = max(0.0, watch.plain_due - now)
+        else:
+            delay = base * self._rng.uniform(1 - t.jitter, 1 + t.jitter) if base > 0 else 0.0
+            watch.plain_due = now + delay
+        if t.predict and not watch.errors and watch.retry_after is None and watch.early_misses == 0:
+            remaining = self._predicted_remaining(watch)
+            if remaining is not None:
+                since_poll = 0.0 if watch.last_poll is None else self._clock.monotonic() - watch.last_poll
+                early = max(remaining + t.predict_margin, t.floor - since_poll, 0.0)
+                if early < delay:
+                    watch.early = True
+                    return early
+        return delay
+
+    def _predicted_remaining(self, watch: _Watch) -> float | None:
+        """Seconds until the job should be done, or None when nothing tells.
+
+        From progress: a straight line through the recent observations (at least two points;
+        a single one is joined with "0 % at submission", which includes the queue and so
+        predicts late, the safe side). Before any progress: the typical duration of jobs of
+        the same kind seen completing here.
+        """
+        rec = watch.record
+        now = self._clock.monotonic()
+        points = [(t, p) for t, p in watch.history if p > 0]
+        if len(points) == 1:
+            # One sighting of progress: the job started after the last 0 % seen (or the submission),
+            # so anchoring there under-states its speed and predicts late, the safe side.
+            submitted = now - (self._clock.time() - rec.created_at)
+            points.insert(0, (max(submitted, watch.last_zero or submitted), 0))
+        if len(points) >= 2:
+            (t0, p0), (t1, p1) = points[0], points[-1]
+            if p1 > p0 and t1 > t0:
+                rate = (p1 - p0) / (t1 - t0)
+                return max(0.0, t1 + (100 - p1) / rate - now)
+        typical = self._typical.get(_kind(rec))
+        if typical is not None:
+            return max(0.0, rec.created_at + typical - self._clock.time())
+        return None
+
+    def _learn(self, rec: TaskRecord) -> None:
+        """Remember how long a job of this kind took (an average leaning to the recent ones)."""
+        took = self._clock.time() - rec.created_at
+        if took <= 0:
+            return
+        key = _kind(rec)
+        known = self._typical.get(key)
+        self._typical[key] = took if known is None else 0.7 * known + 0.3 * took
+        while len(self._typical) > 64:  # bounded: a few kinds exist in practice
+            self._typical.pop(next(iter(self._typical)))
 
     async def _run(self, watch: _Watch) -> None:
         key = watch.record.task_id or watch.record.business_id
@@ -340,6 +422,16 @@ class TaskTracker:
         watch.errors = 0
         watch.retry_after = None
         news = observation_of(task)
+        watch.last_was_early = watch.early
+        if task.state in (TaskState.QUEUED, TaskState.IN_PROGRESS):
+            watch.history.append((watch.last_poll, task.progress or 0))
+            if not task.progress:
+                watch.last_zero = watch.last_poll
+            if watch.early:
+                watch.early_misses += 1  # predicted done, still running: back to the plain schedule
+        elif task.state is TaskState.COMPLETED and record.status != "completed":
+            self._learn(record)
+        watch.early = False
         changes = merge(watch.record, news)
         if not changes:
             return watch.record  # a repeated observation: the journal write would change nothing

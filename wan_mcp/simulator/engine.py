@@ -61,6 +61,11 @@ CONTENT_POLICY_MESSAGE: Final = "Generation failed: Content violates the content
 _CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 STATUS_STYLES: Final = ("queued", "submitted", "pending")
+#: How a job's reported progress moves over its time (real gateways' curves are unknown, so the
+#: tracker's completion prediction is measured on several): ``linear`` (queued for the first
+#: 20 %, then even), ``queue_heavy`` (queued for 60 %, then even), ``slow_tail`` (a fast start,
+#: a slow end), ``stall`` (even to 50 %, stuck there for 40 % of the time, then even again).
+PROGRESS_CURVES: Final = ("linear", "queue_heavy", "slow_tail", "stall")
 CREATE_ENVELOPES: Final = ("task", "old")
 URL_STYLES: Final = ("result", "top_level")
 
@@ -99,6 +104,7 @@ class SimConfig:
     url_ttl_seconds: int = 86_400
     balance: float = 100.0
     url_style: str = "result"
+    progress_curve: str = "linear"
 
     def updated(self, changes: dict[str, Any]) -> SimConfig:
         """A validated copy with ``changes`` applied; raises ValueError naming the bad key."""
@@ -113,7 +119,12 @@ class SimConfig:
 
 
 def _checked_config_value(key: str, value: Any) -> Any:
-    enums = {"status_style": STATUS_STYLES, "create_envelope": CREATE_ENVELOPES, "url_style": URL_STYLES}
+    enums = {
+        "status_style": STATUS_STYLES,
+        "create_envelope": CREATE_ENVELOPES,
+        "url_style": URL_STYLES,
+        "progress_curve": PROGRESS_CURVES,
+    }
     if key in enums:
         if value not in enums[key]:
             raise ValueError(f"{key} must be one of {', '.join(enums[key])}")
@@ -187,6 +198,7 @@ class Task:
     height: int
     fail_message: str | None
     video: bytes | None = field(default=None, repr=False)
+    curve: str = "linear"
 
 
 class Engine:
@@ -354,6 +366,7 @@ class Engine:
                 width=width,
                 height=height,
                 fail_message=fail_message,
+                curve=config.progress_curve,
             )
             self._tasks[task.id] = task
             if request.client_business_id is not None:
@@ -432,10 +445,15 @@ class Engine:
         elapsed = self._clock() - task.created_mono
         if elapsed >= task.job_seconds:
             return ("failed", 0) if task.fail_message else ("completed", 100)
-        queued_for = task.job_seconds * QUEUED_FRACTION
+        queued = 0.6 if task.curve == "queue_heavy" else QUEUED_FRACTION
+        queued_for = task.job_seconds * queued
         if elapsed < queued_for:
             return "queued", 0
         fraction = (elapsed - queued_for) / (task.job_seconds - queued_for)
+        if task.curve == "slow_tail":
+            fraction = 1 - (1 - fraction) ** 2
+        elif task.curve == "stall":
+            fraction = 0.5 * min(1.0, fraction / 0.3) + 0.5 * max(0.0, (fraction - 0.7) / 0.3)
         return "in_progress", max(1, min(99, int(1 + 98 * fraction)))
 
     def completed_at(self, task: Task) -> int:
