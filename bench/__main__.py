@@ -21,10 +21,10 @@ from pathlib import Path
 
 import anyio
 
-from bench import call_overhead, cold_start, http_throughput, journal_scale, rate_budget, upstream
+from bench import call_overhead, cold_start, http_throughput, journal_scale, poll_prediction, rate_budget, upstream
 from bench.common import Row, render_table, simulator
 
-FIGURES = ("1", "2", "3", "4", "5", "6", "7")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +74,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Row], list[
             extra += text
         if "7" in only:
             got, text = await rate_budget.measure(workdir, tasks=200 if quick else 1000, window=8.0 if quick else 24.0)
+            rows += got
+            extra += text
+        if "8" in only:
+            got, text = await poll_prediction.measure(workdir, jobs=50 if quick else 200)
             rows += got
             extra += text
     return rows, extra

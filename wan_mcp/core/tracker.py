@@ -56,6 +56,7 @@ class PollTiming:
     predict: bool = True  # poll when the job should finish (within the schedule above)
     floor: float = 2.0  # never poll a task sooner than this after its previous poll
     predict_margin: float = 0.3  # poll this long after the predicted completion
+    early_misses: int = 1  # early polls that may find the job still running before predictions stop
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PollTiming:
@@ -319,7 +320,7 @@ class TaskTracker:
         else:
             delay = base * self._rng.uniform(1 - t.jitter, 1 + t.jitter) if base > 0 else 0.0
             watch.plain_due = now + delay
-        if t.predict and not watch.errors and watch.retry_after is None and watch.early_misses == 0:
+        if t.predict and not watch.errors and watch.retry_after is None and watch.early_misses < t.early_misses:
             remaining = self._predicted_remaining(watch)
             if remaining is not None:
                 since_poll = 0.0 if watch.last_poll is None else self._clock.monotonic() - watch.last_poll
