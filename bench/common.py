@@ -166,6 +166,8 @@ def ours_env(sim_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
             "WAN_MCP_ALLOWED_DIRS": str(data_dir),
             "WAN_MCP_ALLOW_PRIVATE_URLS": "127.0.0.1",
             "WAN_MCP_LOG_LEVEL": "WARNING",
+            # Measuring, not spending: the simulated jobs cost nothing real, so no budget applies.
+            "WAN_MCP_BUDGET_DAILY_USD": "0",
         }
     )
     env.update(extra)

@@ -49,6 +49,7 @@ async def measure(
             poll_first_seconds=0.1,
             poll_interval_seconds=0.5,
             upstream_rate_budget=budget,
+            budget_daily_usd=0,  # 1,000 simulated jobs: measuring, not spending
             max_wait_seconds=window + 30,
         )
         async with Client(build_server(settings)) as client:

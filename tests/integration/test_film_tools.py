@@ -93,3 +93,16 @@ async def test_continuing_twice_from_one_shot_uploads_its_frame_once_and_dry_run
     assert a["continues"] == b["continues"] == shot["task_id"] and a["task_id"] != b["task_id"]
     assert sim.count(endpoint="upload_image") == uploads + 1  # the same frame, uploaded once
     assert abs(clip_info(Path(crossfaded["local_path"])).duration - (10 - 2 / 3)) <= 1 / 3
+
+
+async def test_a_shot_whose_file_was_deleted_is_fetched_again_before_joining(
+    sim: SimulatorServer, tmp_path: Path
+) -> None:
+    async with Client(build_server(simulator_settings(sim, tmp_path, key=KEY))) as client:
+        a = await _made(client, {"prompt": "first light"})
+        b = await _made(client, {"prompt": "last light"})
+        Path(a["local_path"]).unlink()
+        downloads = sim.count(endpoint="file")
+        film = ok(await client.call_tool("join_videos", {"task_ids": [a["task_id"], b["task_id"]]}))
+    assert sim.count(endpoint="file") == downloads + 1 and Path(a["local_path"]).is_file()
+    assert abs(clip_info(Path(film["local_path"])).duration - 10.0) <= 1 / 3

@@ -77,7 +77,8 @@ async def test_a_loop_stops_exactly_at_the_daily_budget(fresh: SimulatorServer, 
     assert data["budget"] == "daily" and data["spent_usd"] == 3.0 and data["limit_usd"] == 3.0
     assert data["setting"] == "WAN_MCP_BUDGET_DAILY_USD" and data["quote"]["usd"] == 0.5
     message = text(refused)
-    for part in ("daily budget", "USD 3.00 of USD 3.00", "about USD 0.50", "WAN_MCP_BUDGET_DAILY_USD", "nothing"):
+    for part in ("daily budget", "USD 3.00 of USD 3.00", "about USD 0.50", "WAN_MCP_BUDGET_DAILY_USD", "nothing",
+                 "(5 s x USD 0.10/s (wan2.6, 720p, with audio))"):  # fmt: skip
         assert part in message, part
 
 
@@ -211,6 +212,7 @@ async def test_without_elicitation_a_single_use_token_confirms_exactly_that_requ
         assert first["error"]["code"] == "confirmation_required" and fresh.count() == 0
         token = first["confirm_token"]
         assert token.startswith("wct_") and first["quote"]["usd"] == 2.25 and token in first["next"]
+        assert "(15 s x USD 0.15/s (wan2.6, 1080p, with audio))" in first["error"]["message"]
         # A token for one request never confirms another (here: another seed, i.e. another take).
         other = error(await client.call_tool("generate_video", {**DEAR, "seed": 5, "confirm_token": token}))
         assert other["error"]["code"] == "confirmation_required" and "different request" in other["error"]["message"]

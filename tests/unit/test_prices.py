@@ -114,3 +114,17 @@ def test_usd_is_shown_in_cents_or_tenths_of_a_cent() -> None:
     assert format_usd(2_250_000) == "USD 2.25"
     assert format_usd(225_000) == "USD 0.225"
     assert format_usd(0) == "USD 0.00"
+
+
+def test_doctor_warns_when_no_daily_budget_is_set(tmp_path: Path) -> None:
+    from wan_mcp.config import load_settings
+    from wan_mcp.doctor import _spending_checks
+
+    unlimited = _spending_checks(load_settings(data_dir=tmp_path, budget_daily_usd=0))
+    assert unlimited[0][0] == "warn" and "WAN_MCP_BUDGET_DAILY_USD=0" in unlimited[0][2]
+    default = _spending_checks(load_settings(data_dir=tmp_path))
+    assert default[0][0] is True and "USD 25 per day" in default[0][2] and "above USD 2" in default[0][2]
+    bad = tmp_path / "prices.json"
+    bad.write_text("{}")
+    broken = _spending_checks(load_settings(data_dir=tmp_path, prices_file=bad))
+    assert broken[-1][0] is False and "usd_per_second" in broken[-1][2]

@@ -1047,7 +1047,7 @@ def _sha256_and_size(path: Path) -> tuple[str, int]:
 
 
 def _quote_view(quote: Quote) -> QuoteView:
-    return QuoteView(usd=quote.usd, credits=quote.credits, basis=quote.basis())
+    return QuoteView(usd=quote.usd, credits=quote.credits, basis=quote.basis)
 
 
 def _decode(data: str) -> tuple[bytes, str]:

@@ -53,7 +53,9 @@ class Quote:
     def usd(self) -> float:
         return self.micro_usd / MICRO
 
+    @property
     def basis(self) -> str:
+        """How the amount was reached, e.g. ``5 s x USD 0.15/s (wan2.6, 1080p, with audio)``."""
         per_second = format_usd(self.usd_per_second_micro).removeprefix("USD ")
         sound = "with audio" if self.audio else "silent"
         return f"{self.seconds} s x USD {per_second}/s ({self.model}, {self.resolution}, {sound})"
@@ -63,7 +65,7 @@ class Quote:
             "usd": round(self.usd, 6),
             "credits": self.credits,
             "estimate": True,
-            "basis": self.basis(),
+            "basis": self.basis,
         }
 
 
