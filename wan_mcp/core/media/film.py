@@ -30,11 +30,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Final, Literal
-
-from PIL import Image, ImageOps
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from wan_mcp.core.media.video import _av, _open_allowed
+
+if TYPE_CHECKING:  # Pillow is imported when a film is made, not at server start-up (cold start, RSS)
+    from PIL import Image
 
 __all__ = [
     "MAX_FILM_PARTS",
@@ -316,6 +317,8 @@ def _encode(
                 for packet in audio.encode(frame):
                     out.mux(packet)
 
+        from PIL import Image
+
         held: list[Image.Image] = []  # the previous clip's tail, blended into this clip's head
         held_sound: list[array[float]] = []
         for index, clip in enumerate(clips):
@@ -353,6 +356,8 @@ def _encode(
 
 def _image(picture: Any) -> Image.Image:
     """A frame as an RGB Pillow image (blending works on those)."""
+    from PIL import Image
+
     if isinstance(picture, Image.Image):
         return picture.convert("RGB") if picture.mode != "RGB" else picture
     image: Image.Image = picture.to_image()
@@ -363,6 +368,8 @@ def _fit(frame: Any, width: int, height: int) -> Any:
     """The frame itself when it has the film's size; else scaled to fit and padded with black."""
     if (frame.width, frame.height) == (width, height):
         return frame
+    from PIL import Image, ImageOps
+
     picture = ImageOps.contain(frame.to_image(), (width, height), Image.Resampling.LANCZOS)
     canvas = Image.new("RGB", (width, height))
     canvas.paste(picture, ((width - picture.width) // 2, (height - picture.height) // 2))
