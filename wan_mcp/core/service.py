@@ -37,7 +37,6 @@ from wan_mcp.core.journal import (
     TERMINAL,
     Duplicate,
     OverBudget,
-    SpendLimit,
     Submission,
     TaskJournal,
     TaskRecord,
@@ -63,9 +62,9 @@ from wan_mcp.core.spending import (
     PriceTable,
     Quote,
     SpendingPolicy,
-    SpendQuestion,
     format_usd,
     new_confirm_token,
+    refusals,
     token_digest,
 )
 from wan_mcp.core.tracker import TaskTracker, UpdateFn, observation_of
@@ -228,15 +227,15 @@ class VideoService:
         limits = self._spending.limits(self._now())
         for limit, spent in zip(limits, await self._journal.spent(limits), strict=True):
             if spent + quote.micro_usd > limit.limit_micro:
-                raise self._over_budget(limit, spent, quote)
+                raise refusals.over_budget(limit, spent, quote)
         token_sha = None
         if self._spending.needs_confirmation(quote.micro_usd):
             if confirm_token is not None:
                 token_sha = token_digest(confirm_token)  # used up atomically with the reservation below
             elif confirm is not None:
-                decision = await confirm(self._question(validated, quote, fingerprint))
+                decision = await confirm(refusals.spend_question(validated, quote, fingerprint))
                 if decision is not Decision.ACCEPT:
-                    raise self._not_confirmed(decision, quote)
+                    raise refusals.not_confirmed(decision, quote)
             else:
                 raise await self._confirmation_required(quote, fingerprint)
 
@@ -267,9 +266,9 @@ class VideoService:
         if isinstance(outcome, Duplicate):
             return await self._duplicate_view(outcome.record)
         if isinstance(outcome, OverBudget):
-            raise self._over_budget(outcome.limit, outcome.spent_micro, quote)
+            raise refusals.over_budget(outcome.limit, outcome.spent_micro, quote)
         if isinstance(outcome, TokenRefused):
-            raise self._token_refused(outcome.reason)
+            raise refusals.token_refused(outcome.reason)
 
         done = self._inflight[business_id] = anyio.Event()
         try:
@@ -302,12 +301,7 @@ class VideoService:
 
     def _refuse_if_read_only(self, tool: str, why: str) -> None:
         if self._spending.read_only:
-            raise WanError(
-                ErrorCode.READ_ONLY,
-                f"this server is read-only (WAN_MCP_READ_ONLY=1) and {tool} {why}, so nothing was sent",
-                hint="generate_video(dry_run=true) still shows the exact request and its quote, and get_usage the "
-                "spend; to make videos, the user unsets WAN_MCP_READ_ONLY in the server's settings",
-            )
+            raise refusals.read_only(tool, why)
 
     async def _duplicate_view(self, record: TaskRecord) -> TaskView:
         """An identical request made moments ago: that task, at no new cost.
@@ -326,51 +320,6 @@ class VideoService:
         view.spent_today_usd = await self._spent_today()
         return self._explain(view)
 
-    def _over_budget(self, limit: SpendLimit, spent: int, quote: Quote) -> WanError:
-        setting = self._spending.setting(limit.name)
-        scope = "today" if limit.name == "daily" else "by this server session"
-        later = (
-            "wait until tomorrow (midnight, server time)"
-            if limit.name == "daily"
-            else "restart the server for a new session"
-        )
-        return WanError(
-            ErrorCode.BUDGET_EXCEEDED,
-            f"the {limit.name} budget would be exceeded: {format_usd(spent)} of {format_usd(limit.limit_micro)} "
-            f"already spent {scope} (estimate), and this call costs about {format_usd(quote.micro_usd)} "
-            f"({quote.basis}); nothing was submitted or uploaded",
-            hint=f"tell the user; they can raise {setting} (now {limit.limit_micro / MICRO:g}) in the server's "
-            f"settings, or {later}; a cheaper request (720p, a shorter duration) costs less",
-            extra={
-                "budget": limit.name,
-                "limit_usd": limit.limit_micro / MICRO,
-                "spent_usd": spent / MICRO,
-                "quote": quote.as_dict(),
-                "setting": setting,
-            },
-        )
-
-    def _question(self, v: ValidatedRequest, quote: Quote, fingerprint: str) -> SpendQuestion:
-        req = v.request
-        prompt = (req.prompt or "")[:160] + ("..." if req.prompt and len(req.prompt) > 160 else "")
-        what = {"t2v": "text-to-video", "i2v": "image-to-video", "r2v": "reference-to-video"}[v.mode]
-        message = (
-            f"Spend about {format_usd(quote.micro_usd)} ({quote.credits} credits, estimate) on a "
-            f"{req.duration} s {req.resolution} {what} video with {req.model}?"
-            + (f' Prompt: "{prompt}"' if prompt else "")
-        )
-        return SpendQuestion(message=message, key=f"{fingerprint}:{quote.micro_usd}")
-
-    def _not_confirmed(self, decision: Decision, quote: Quote) -> WanError:
-        how = "declined" if decision is Decision.DECLINE else "dismissed"
-        return WanError(
-            ErrorCode.NOT_CONFIRMED,
-            f"the user {how} spending about {format_usd(quote.micro_usd)} on this video; nothing was sent",
-            hint="do not retry unless the user asks; offer a cheaper request (720p, a shorter duration) or "
-            "generate_video(dry_run=true) to show what it would cost",
-            extra={"quote": quote.as_dict()},
-        )
-
     async def _confirmation_required(self, quote: Quote, fingerprint: str) -> WanError:
         """No way to ask the user from here: hand out a single-use token for this exact request."""
         token = new_confirm_token()
@@ -378,30 +327,9 @@ class VideoService:
         await self._journal.add_confirmation(
             token_digest(token), fingerprint=fingerprint, cost_micro_usd=quote.micro_usd, expires_at=expires_at
         )
-        threshold = (self._spending.confirm_above_micro or 0) / MICRO
-        return WanError(
-            ErrorCode.CONFIRMATION_REQUIRED,
-            f"this call costs about {format_usd(quote.micro_usd)} ({quote.basis}), above the USD {threshold:g} "
-            "that needs the user's approval; nothing was sent",
-            field="confirm_token",
-            hint=f"show the user this cost and ask; only if they agree, call generate_video again with the SAME "
-            f"arguments plus confirm_token='{token}' (valid {CONFIRM_TOKEN_TTL_SECONDS / 60:g} min, once)",
-            extra={"quote": quote.as_dict(), "confirm_token": token, "confirm_token_expires_at": iso(expires_at)},
-        )
-
-    def _token_refused(self, reason: str) -> WanError:
-        why = {
-            "unknown": "is not one this server issued",
-            "expired": "has expired",
-            "used": "was already used",
-            "other_request": "was issued for a different request (a token confirms only the exact call it was "
-            "quoted for)",
-        }.get(reason, "is not valid")
-        return WanError(
-            ErrorCode.CONFIRMATION_REQUIRED,
-            f"this confirm_token {why}; nothing was sent",
-            field="confirm_token",
-            hint="call generate_video again without confirm_token to get a fresh quote and token, and ask the user",
+        threshold = self._spending.confirm_above_micro or 0
+        return refusals.confirmation_required(
+            quote, threshold_micro=threshold, token=token, expires_iso=iso(expires_at)
         )
 
     async def _plan(self, v: ValidatedRequest, quote: Quote) -> PlanView:
