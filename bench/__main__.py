@@ -21,10 +21,19 @@ from pathlib import Path
 
 import anyio
 
-from bench import call_overhead, cold_start, http_throughput, journal_scale, poll_prediction, rate_budget, upstream
+from bench import (
+    call_overhead,
+    cold_start,
+    http_throughput,
+    journal_scale,
+    poll_prediction,
+    posters,
+    rate_budget,
+    upstream,
+)
 from bench.common import Row, render_table, simulator
 
-FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +87,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Row], list[
             extra += text
         if "8" in only:
             got, text = await poll_prediction.measure(workdir, jobs=50 if quick else 200)
+            rows += got
+            extra += text
+        if "9" in only:
+            got, text = await posters.measure(workdir, reps=3 if quick else 9)
             rows += got
             extra += text
     return rows, extra
