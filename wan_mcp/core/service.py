@@ -91,6 +91,10 @@ _DEFINITE_REJECTIONS = frozenset(
 _DESCRIBED_CACHE = 64
 #: How many images may be decoded and re-encoded at the same time (each can hold ~160 MB).
 IMAGE_PREPARATIONS = 1
+#: How many finished videos may be probed and given a poster at once: when a thousand tasks finish
+#: together, decoding them all at once (one decoder each, on up to 40 worker threads) spikes memory
+#: and starves the event loop; two at a time keep both bounded (each takes 15-35 ms, bench figure 9).
+DESCRIBE_CONCURRENCY = 2
 #: How many settled status results (completed and saved, or failed) are answered from memory.
 _SETTLED_CACHE = 256
 
@@ -171,6 +175,7 @@ class VideoService:
         # Decoding an image can hold ~160 MB (MAX_FULL_DECODE_PIXELS): one at a time, however many
         # uploads agents start at once (six parallel 38 MP uploads peaked at 1.2 GB, now ~290 MB).
         self._image_work = anyio.CapacityLimiter(IMAGE_PREPARATIONS)
+        self._describe_work = anyio.CapacityLimiter(DESCRIBE_CONCURRENCY)
         self._prices = prices if prices is not None else PriceTable.load()
         self._spending = options.spending
         self._now = wall_clock
@@ -848,7 +853,7 @@ class VideoService:
             view = self._view(record)
         if record.local_path:
             path = Path(record.local_path)
-            info, poster = await offload.run_sync(self._describe, path)
+            info, poster = await offload.run_sync(self._describe, path, limiter=self._describe_work)
             if info is not None:
                 view.width, view.height = info.width, info.height
                 view.duration_seconds = round(info.duration, 2)
