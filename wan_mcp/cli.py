@@ -149,6 +149,7 @@ def _serve(args: argparse.Namespace) -> int:
         from wan_mcp.simulator.harness import SimulatorServer
 
         with SimulatorServer(job_seconds=base.simulator_job_seconds, balance=base.simulator_balance_usd) as sim:
+            sim.configure(render_on_create=True)  # files are ready when jobs end, as a real gateway's are
             logging.getLogger("wan_mcp").info("simulated gateway at %s (no key, no cost)", sim.base_url)
             settings = load_settings(
                 **{

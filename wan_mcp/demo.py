@@ -141,8 +141,9 @@ async def _drive(out: Path, base_url: str) -> tuple[list[Row], str]:
         "WAN_MCP_OUTPUT_DIR": str(out / "videos"),
         "WAN_MCP_ALLOWED_DIRS": str(inputs),
         "WAN_MCP_ALLOW_PRIVATE_URLS": "127.0.0.1",
-        "WAN_MCP_POLL_FIRST_SECONDS": "1",
-        "WAN_MCP_POLL_INTERVAL_SECONDS": "1",
+        # Simulated jobs take seconds, not minutes: poll at a matching pace.
+        "WAN_MCP_POLL_FIRST_SECONDS": "0.5",
+        "WAN_MCP_POLL_INTERVAL_SECONDS": "0.25",
         "WAN_MCP_LOG_LEVEL": "WARNING",
     }
     params = StdioServerParameters(command=sys.executable, args=["-m", "wan_mcp", "serve"], env=env)
@@ -263,6 +264,7 @@ def run_demo(out: str = "wan-mcp-demo", job_seconds: float = 3.0) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     print(f"wan-mcp demo: simulator + real stdio server + MCP client; files under {out_dir}", file=sys.stderr)
     with SimulatorServer(job_seconds=job_seconds, api_keys={DEMO_KEY}, seed=secrets.randbits(32)) as sim:
+        sim.configure(render_on_create=True)  # each MP4 is ready before its job ends: no download waits
         print(f"simulated gateway at {sim.base_url}", file=sys.stderr)
         rows, spending = anyio.run(_drive, out_dir, sim.base_url)
         creates = sim.count(endpoint="create")

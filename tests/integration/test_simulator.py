@@ -907,3 +907,17 @@ def test_cli_serves_and_exits_zero_on_ctrl_c() -> None:
             process.kill()
             process.wait()
     assert process.returncode == 0 and stdout == ""
+
+
+async def test_render_on_create_has_the_file_ready_before_the_job_ends(
+    client: httpx2.AsyncClient, sim: SimulatorServer
+) -> None:
+    sim.configure(render_on_create=True, job_seconds=600)
+    task = await create(client, T2V)
+    held = sim.engine.find_task(task["id"], sim.engine.authenticate(AUTH["Authorization"]))
+    with anyio.fail_after(60):  # a hang guard: the outcome is "rendered while still running"
+        while held.video is None:
+            await anyio.sleep(0.05)
+    assert sim.engine.phase(held)[0] in ("queued", "in_progress") and held.video.startswith(b"\x00\x00\x00")
+    with pytest.raises(ValueError, match="render_on_create must be a boolean"):
+        sim.configure(render_on_create="yes")

@@ -24,6 +24,7 @@ Choices the contract leaves open, marked [I] (ours):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
@@ -33,6 +34,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
@@ -105,6 +107,9 @@ class SimConfig:
     balance: float = 100.0
     url_style: str = "result"
     progress_curve: str = "linear"
+    #: Render each task's MP4 in the background as soon as it is created (one at a time), so a
+    #: download never waits on a render: for the demo and ``serve --simulate``, off in tests.
+    render_on_create: bool = False
 
     def updated(self, changes: dict[str, Any]) -> SimConfig:
         """A validated copy with ``changes`` applied; raises ValueError naming the bad key."""
@@ -129,9 +134,9 @@ def _checked_config_value(key: str, value: Any) -> Any:
         if value not in enums[key]:
             raise ValueError(f"{key} must be one of {', '.join(enums[key])}")
         return value
-    if key == "complete_without_url":
+    if key in ("complete_without_url", "render_on_create"):
         if not isinstance(value, bool):
-            raise ValueError("complete_without_url must be a boolean")
+            raise ValueError(f"{key} must be a boolean")
         return value
     if key == "fail_prompts_containing":
         if value is not None and (not isinstance(value, str) or not value):
@@ -232,6 +237,7 @@ class Engine:
         self.uploads = UploadStore()
         self.base_url: str | None = None  # set by the harness once the port is known
         self.closing = threading.Event()  # set on shutdown: stalls and delays end early
+        self._renderer: ThreadPoolExecutor | None = None
 
     # --- configuration ----------------------------------------------------------------------------
 
@@ -371,7 +377,33 @@ class Engine:
             self._tasks[task.id] = task
             if request.client_business_id is not None:
                 self._business_ids[(owner, request.client_business_id)] = task.id
-            return task, True
+        if config.render_on_create and not self.closing.is_set():
+            self._background_render(task)
+        return task, True
+
+    def _background_render(self, task: Task) -> None:
+        with self._lock:
+            if self._renderer is None:
+                self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wan-sim-render")
+            renderer = self._renderer
+        with contextlib.suppress(RuntimeError):  # shut down meanwhile: the download renders on demand
+            renderer.submit(self._render_quietly, task)
+
+    def _render_quietly(self, task: Task) -> None:
+        if self.closing.is_set():
+            return
+        try:
+            self.render_video(task)
+        except Exception:  # the download will render (and report) it again
+            logger.exception("background render of %s failed", task.id)
+
+    def close(self) -> None:
+        """Stop background renders (pending ones are dropped; downloads render on demand)."""
+        self.closing.set()
+        with self._lock:
+            renderer, self._renderer = self._renderer, None
+        if renderer is not None:
+            renderer.shutdown(wait=False, cancel_futures=True)
 
     def render_video(self, task: Task) -> bytes:
         """The task's MP4, rendered once however many callers race for it. Blocking (PyAV).

@@ -154,7 +154,7 @@ class SimulatorServer:
         server, thread = self._server, self._thread
         if server is None:
             return
-        self.engine.closing.set()
+        self.engine.close()
         server.should_exit = True
         if thread is not None:
             thread.join(SHUTDOWN_TIMEOUT_SECONDS)

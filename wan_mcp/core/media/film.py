@@ -365,14 +365,17 @@ def _image(picture: Any) -> Image.Image:
 
 
 def _fit(frame: Any, width: int, height: int) -> Any:
-    """The frame itself when it has the film's size; else scaled to fit and padded with black."""
+    """The frame itself when it has the film's size; else scaled to fit (by swscale, keeping its
+    aspect ratio) and padded with black."""
     if (frame.width, frame.height) == (width, height):
         return frame
-    from PIL import Image, ImageOps
+    from PIL import Image
 
-    picture = ImageOps.contain(frame.to_image(), (width, height), Image.Resampling.LANCZOS)
+    scale = min(width / frame.width, height / frame.height)
+    fitted_w, fitted_h = max(2, round(frame.width * scale)), max(2, round(frame.height * scale))
+    picture = frame.reformat(width=fitted_w, height=fitted_h, format="rgb24").to_image()
     canvas = Image.new("RGB", (width, height))
-    canvas.paste(picture, ((width - picture.width) // 2, (height - picture.height) // 2))
+    canvas.paste(picture, ((width - fitted_w) // 2, (height - fitted_h) // 2))
     return canvas
 
 
