@@ -61,6 +61,7 @@ from wan_mcp.core.spending import (
     Decision,
     PriceTable,
     Quote,
+    Spend,
     SpendingPolicy,
     format_usd,
     new_confirm_token,
@@ -300,9 +301,13 @@ class VideoService:
         req = v.request
         return self._prices.quote(model=req.model, resolution=req.resolution, audio=v.has_audio, seconds=req.duration)
 
+    async def _spend(self) -> Spend:
+        """What has been spent today and in this session (the journal's sums, every status but rejected)."""
+        today, session = await self._journal.spent(self._spending.usage_scopes(self._now()))
+        return Spend(today=today, session=session, policy=self._spending)
+
     async def _spent_today(self) -> float:
-        daily = self._spending.usage_scopes(self._now())[:1]
-        return (await self._journal.spent(daily))[0] / MICRO
+        return (await self._spend()).today / MICRO
 
     def _refuse_if_read_only(self, tool: str, why: str) -> None:
         if self._spending.read_only:
@@ -356,16 +361,12 @@ class VideoService:
                 f"continue_from: the last frame of {v.request.continue_from} ({state}; it must be completed "
                 "when you submit), extracted and uploaded at submit"
             )
-        limits = self._spending.usage_scopes(self._now())
-        spent_today, spent_session = await self._journal.spent(limits)
-        daily, session = self._spending.daily_micro, self._spending.session_micro
-        steps = []
-        for name, limit, spent in (("daily", daily, spent_today), ("session", session, spent_session)):
-            if limit is not None and spent + quote.micro_usd > limit:
-                steps.append(
-                    f"it would exceed the {name} budget ({format_usd(spent)} of {format_usd(limit)} spent): "
-                    f"the user can raise {self._spending.setting(name)}"  # type: ignore[arg-type]
-                )
+        spend = await self._spend()
+        steps = [
+            f"it would exceed the {name} budget ({format_usd(spent)} of {format_usd(limit)} spent): "
+            f"the user can raise {SpendingPolicy.setting(name)}"
+            for name, limit, spent in spend.passed_by(quote.micro_usd)
+        ]
         needs = self._spending.needs_confirmation(quote.micro_usd)
         if self._spending.read_only:
             steps.append("this server is read-only (WAN_MCP_READ_ONLY=1): it will not submit")
@@ -381,18 +382,18 @@ class VideoService:
             uploads=uploads,
             quote=_quote_view(quote),
             needs_confirmation=needs,
-            spent_today_usd=spent_today / MICRO,
-            daily_left_usd=None if daily is None else max(0, daily - spent_today) / MICRO,
-            session_left_usd=None if session is None else max(0, session - spent_session) / MICRO,
+            spent_today_usd=spend.today / MICRO,
+            daily_left_usd=spend.left_usd("daily"),
+            session_left_usd=spend.left_usd("session"),
             next="; ".join(steps),
         )
 
     async def usage(self) -> UsageView:
         """``get_usage``: the gateway's balance (when it tells), the journal's spend, budgets, prices."""
-        spent_today, spent_session = await self._journal.spent(self._spending.usage_scopes(self._now()))
+        spend = await self._spend()
         view = UsageView(
-            spent_today_usd=spent_today / MICRO,
-            spent_session_usd=spent_session / MICRO,
+            spent_today_usd=spend.today / MICRO,
+            spent_session_usd=spend.session / MICRO,
             confirm_above_usd=None
             if self._spending.confirm_above_micro is None
             else self._spending.confirm_above_micro / MICRO,
@@ -402,12 +403,9 @@ class VideoService:
             next="generate_video(dry_run=true) quotes one call exactly; budgets are the server's settings",
         )
         daily, session = self._spending.daily_micro, self._spending.session_micro
-        if daily is not None:
-            view.daily_budget_usd = daily / MICRO
-            view.daily_left_usd = max(0, daily - spent_today) / MICRO
-        if session is not None:
-            view.session_budget_usd = session / MICRO
-            view.session_left_usd = max(0, session - spent_session) / MICRO
+        view.daily_budget_usd = None if daily is None else daily / MICRO
+        view.session_budget_usd = None if session is None else session / MICRO
+        view.daily_left_usd, view.session_left_usd = spend.left_usd("daily"), spend.left_usd("session")
         try:
             self._provider.check_ready()
             balance = await self._provider.get_balance()
@@ -633,7 +631,6 @@ class VideoService:
                     )
                 finally:
                     tg.cancel_scope.cancel()  # no progress after this point: the result comes next
-            digest, size = await offload.run_sync(_sha256_and_size, part)
             await offload.run_sync(os.replace, part, dest)
         except FilmError as err:
             bad = records[min(err.index, len(records) - 1)]
@@ -655,8 +652,8 @@ class VideoService:
                 "stream_copied": result.copied,
             },
             local_path=str(dest),
-            sha256=digest,
-            size_bytes=size,
+            sha256=result.sha256,
+            size_bytes=result.size_bytes,
         )
         return await self.status(film_id, wait_seconds=0, download=False)
 
@@ -967,16 +964,6 @@ class VideoService:
             hint=hint,
         )
         return view.with_next()
-
-
-def _sha256_and_size(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def _quote_view(quote: Quote) -> QuoteView:

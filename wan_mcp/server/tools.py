@@ -27,7 +27,7 @@ from wan_mcp.core.arguments import Problem, ToolArguments
 from wan_mcp.core.journal import STATUS_ORDER, TaskRecord
 from wan_mcp.core.media.film import MAX_FILM_PARTS
 from wan_mcp.core.request import video_request_schema
-from wan_mcp.core.service import VideoService
+from wan_mcp.core.service import StatusResult, VideoService
 from wan_mcp.core.views import PlanView, TaskList, TaskView, UploadView, UsageView
 from wan_mcp.errors import WanError
 from wan_mcp.server.consent import InputRequired, confirmer_for
@@ -156,12 +156,7 @@ async def get_task_status(arguments: dict[str, Any], ctx: Context[Any, Any]) -> 
     result = await state.service.status(
         task_id, wait_seconds=wait, download=bool(download), on_update=ProgressReporter(ctx).update
     )
-    extra = _file_links(result.view)
-    if result.poster_jpeg:
-        extra.append(
-            ImageContent(type="image", data=base64.b64encode(result.poster_jpeg).decode(), mime_type="image/jpeg")
-        )
-    return _result(result.view.summary(), result.view, extra)
+    return _status_result(result)
 
 
 @speaks_wan_errors
@@ -207,12 +202,7 @@ async def join_videos(arguments: dict[str, Any], ctx: Context[Any, Any]) -> Call
     result = await state.service.join(
         task_ids, transition=str(transition), crossfade_seconds=float(crossfade), on_progress=progress
     )
-    extra = _file_links(result.view)
-    if result.poster_jpeg:
-        extra.append(
-            ImageContent(type="image", data=base64.b64encode(result.poster_jpeg).decode(), mime_type="image/jpeg")
-        )
-    return _result(result.view.summary(), result.view, extra)
+    return _status_result(result)
 
 
 @speaks_wan_errors
@@ -221,6 +211,16 @@ async def get_usage(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallTo
     ToolArguments("get_usage", arguments, ()).finish()
     view = await state.service.usage()
     return _result(view.summary(), view)
+
+
+def _status_result(result: StatusResult) -> CallToolResult:
+    """A task (or film) answer: the view, a link to its file, and its poster frame when there is one."""
+    extra = _file_links(result.view)
+    if result.poster_jpeg:
+        extra.append(
+            ImageContent(type="image", data=base64.b64encode(result.poster_jpeg).decode(), mime_type="image/jpeg")
+        )
+    return _result(result.view.summary(), result.view, extra)
 
 
 def _file_links(view: TaskView) -> list[Any]:

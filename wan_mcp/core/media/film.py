@@ -23,11 +23,12 @@ Joining rules (stated, and tested):
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -93,6 +94,8 @@ class FilmResult:
     height: int
     fps: Fraction
     copied: bool  # packets stream-copied (nothing re-encoded)
+    sha256: str = ""
+    size_bytes: int = 0
 
 
 def _require_av(index: int = 0) -> Any:
@@ -190,14 +193,26 @@ def join_clips(
     total = sum(c.duration for c in clips)
     if total > MAX_FILM_SECONDS:
         raise FilmError(len(clips) - 1, f"the film would last {total:.0f} s, more than {MAX_FILM_SECONDS:g} s")
+    result = None
     if transition == "cut" and _all_match(clips):
         try:
             result = _copy(clips, dest, report)
         except Exception:  # an odd file the copy path cannot remux: re-encoding always works
             dest.unlink(missing_ok=True)
-        else:
-            return result
-    return _encode(clips, dest, transition, crossfade_seconds, report)
+    if result is None:
+        result = _encode(clips, dest, transition, crossfade_seconds, report)
+    digest, size = _sha256_and_size(dest)
+    return replace(result, sha256=digest, size_bytes=size)
+
+
+def _sha256_and_size(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
 
 
 def _all_match(clips: Sequence[ClipInfo]) -> bool:
@@ -220,7 +235,7 @@ def _copy(clips: Sequence[ClipInfo], dest: Path, report: Progress) -> FilmResult
     av = _require_av()
     out = _output(av, dest)
     offset = 0.0
-    ends_at: dict[str, float] = {}
+    audio_end = -math.inf
     try:
         first = _open(clips[0].path, 0)
         try:
@@ -244,10 +259,10 @@ def _copy(clips: Sequence[ClipInfo], dest: Path, report: Progress) -> FilmResult
                     shift = round(offset / base)
                     packet.pts = None if packet.pts is None else packet.pts + shift
                     packet.dts = packet.dts + shift
-                    ends = float((packet.dts + (packet.duration or 0)) * base)
-                    if float(packet.dts * base) < (ends_at.get(kind, -math.inf) if kind == "audio" else -math.inf):
-                        continue
-                    ends_at[kind] = ends
+                    if kind == "audio":  # never overlap the previous packet's sound (the muxer refuses it)
+                        if float(packet.dts * base) < audio_end:
+                            continue
+                        audio_end = float((packet.dts + (packet.duration or 0)) * base)
                     packet.stream = video_out if kind == "video" else audio_out
                     out.mux(packet)
             finally:

@@ -272,8 +272,9 @@ def sniff_video(data: bytes) -> str | None:
 class VideoDescriber:
     """Probe + poster frame of a finished file, in one call, remembered per file version.
 
-    Probe and poster take one open and one decoded frame (~10-30 ms), and agents ask for the status of a finished task
-    again and again, so the result is kept per (path, inode, size, mtime) for the last
+    Probe and poster take one open and one converted frame (15-35 ms, bench figure 9), and agents
+    ask for the status of a finished task again and again, so the result is kept per (path, inode,
+    size, mtime) for the last
     ``capacity`` files. Blocking (PyAV): call it through ``offload.run_sync``. Thread-safe.
     """
 

@@ -15,7 +15,7 @@ from wan_mcp.core.spending.confirmation import (
     new_confirm_token,
     token_digest,
 )
-from wan_mcp.core.spending.policy import SpendingPolicy, day_start
+from wan_mcp.core.spending.policy import Spend, SpendingPolicy, day_start
 from wan_mcp.core.spending.prices import MICRO, PriceTable, Quote, format_usd
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "Decision",
     "PriceTable",
     "Quote",
+    "Spend",
     "SpendQuestion",
     "SpendingPolicy",
     "day_start",

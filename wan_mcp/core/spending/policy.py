@@ -15,7 +15,7 @@ from typing import Final, Literal
 from wan_mcp.core.journal import SpendLimit
 from wan_mcp.core.spending.prices import MICRO
 
-__all__ = ["SpendingPolicy", "day_start"]
+__all__ = ["Spend", "SpendingPolicy", "day_start"]
 
 DAILY_SETTING: Final = "WAN_MCP_BUDGET_DAILY_USD"
 SESSION_SETTING: Final = "WAN_MCP_BUDGET_SESSION_USD"
@@ -85,4 +85,31 @@ class SpendingPolicy:
         return [
             SpendLimit("daily", self.daily_micro or 0, since=day_start(now), spender=None),
             SpendLimit("session", self.session_micro or 0, since=None, spender=self.session),
+        ]
+
+
+@dataclass(frozen=True)
+class Spend:
+    """Micro-USD spent today and in this session, read against the policy's budgets."""
+
+    today: int
+    session: int
+    policy: SpendingPolicy
+
+    def _scopes(self) -> tuple[tuple[Literal["daily", "session"], int | None, int], ...]:
+        return (("daily", self.policy.daily_micro, self.today), ("session", self.policy.session_micro, self.session))
+
+    def left_usd(self, name: Literal["daily", "session"]) -> float | None:
+        """USD left in that budget (None: no such budget)."""
+        limit, spent = (
+            (self.policy.daily_micro, self.today) if name == "daily" else (self.policy.session_micro, self.session)
+        )
+        return None if limit is None else max(0, limit - spent) / MICRO
+
+    def passed_by(self, micro_usd: int) -> list[tuple[Literal["daily", "session"], int, int]]:
+        """The budgets a cost of ``micro_usd`` would pass, as (name, limit, spent)."""
+        return [
+            (name, limit, spent)
+            for name, limit, spent in self._scopes()
+            if limit is not None and spent + micro_usd > limit
         ]
