@@ -168,6 +168,8 @@ def ours_env(sim_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
             "WAN_MCP_LOG_LEVEL": "WARNING",
             # Measuring, not spending: the simulated jobs cost nothing real, so no budget applies.
             "WAN_MCP_BUDGET_DAILY_USD": "0",
+            # One client driving thousands of calls: no per-tenant call rate.
+            "WAN_MCP_TENANT_RATE_PER_MINUTE": "0",
         }
     )
     env.update(extra)

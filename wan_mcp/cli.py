@@ -1,4 +1,4 @@
-"""The ``wan-mcp`` command: serve | simulator | demo | doctor. No logic of its own.
+"""The ``wan-mcp`` command: serve | simulator | demo | doctor | tenant. No logic of its own.
 
 Each sub-command parses flags, builds :class:`Settings` (flags win over env and the
 config file) and hands over to the module that does the work.
@@ -100,6 +100,27 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_settings_epilog(),
         formatter_class=raw,
     )
+
+    tenant = sub.add_parser(
+        "tenant",
+        help="manage the tenants of an HTTP/SSE server (tokens, budgets, rate, own key)",
+        description="Tenants share one HTTP/SSE endpoint, each isolated (tasks, uploads, files, budgets). The "
+        "tenants file (WAN_MCP_TENANTS_FILE, default <data dir>/tenants.json) keeps token digests only; a "
+        "running server picks changes up within seconds.",
+    )
+    tsub = tenant.add_subparsers(dest="tenant_command", required=True)
+    add = tsub.add_parser("add", help="add a tenant; prints its bearer token ONCE")
+    add.add_argument("name", help="lower-case letters, digits, - and _ (e.g. alice)")
+    add.add_argument("--budget-daily-usd", type=float, help="its daily budget (default: the server's)")
+    add.add_argument("--budget-session-usd", type=float, help="its budget per server process (default: the server's)")
+    add.add_argument("--rate-per-minute", type=float, help="its tool calls per minute (default: the server's)")
+    add.add_argument(
+        "--api-key-env", help="name of an environment variable holding its own gateway key (never the key)"
+    )
+    add.add_argument("--rotate", action="store_true", help="give an existing tenant a new token (old one stops)")
+    tsub.add_parser("list", help="list tenants (names and grants; never tokens)")
+    remove = tsub.add_parser("remove", help="remove a tenant (its token stops working)")
+    remove.add_argument("name")
     return p
 
 
@@ -122,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from wan_mcp.doctor import run_doctor
 
             return run_doctor()
+        if args.command == "tenant":
+            return _tenant(args)
     except WanError as err:
         print(f"wan-mcp: {err}", file=sys.stderr)
         return 2
@@ -164,4 +187,47 @@ def _serve(args: argparse.Namespace) -> int:
             anyio.run(serve, settings, cast(Transport, transport), host, port)
         return 0
     anyio.run(serve, base, cast(Transport, transport), host, port)
+    return 0
+
+
+def _tenant(args: argparse.Namespace) -> int:
+    from wan_mcp.config import load_settings
+    from wan_mcp.server.tenants_file import TenantEntry, add_tenant, load_tenants, remove_tenant
+
+    path = load_settings().resolved_tenants_file
+    if args.tenant_command == "add":
+        entry = TenantEntry(
+            id=args.name,
+            api_key_env=args.api_key_env,
+            budget_daily_usd=args.budget_daily_usd,
+            budget_session_usd=args.budget_session_usd,
+            rate_per_minute=args.rate_per_minute,
+        )
+        token = add_tenant(path, entry, rotate=args.rotate)
+        print(token)  # stdout: the token alone, once (scripts capture it); the rest goes to stderr
+        print(
+            f"tenant {args.name!r} {'given a new token' if args.rotate else 'added'} in {path}; the token above is "
+            "shown only now (the file keeps its SHA-256). Clients send: Authorization: Bearer <token>",
+            file=sys.stderr,
+        )
+        return 0
+    if args.tenant_command == "list":
+        for e in load_tenants(path):
+            grants = [
+                f"{name}={value:g}"
+                for name, value in (
+                    ("budget_daily_usd", e.budget_daily_usd),
+                    ("budget_session_usd", e.budget_session_usd),
+                    ("rate_per_minute", e.rate_per_minute),
+                )
+                if value is not None
+            ]
+            if e.api_key_env:
+                grants.append(f"own key from ${e.api_key_env}")
+            print(f"{e.id}\t{', '.join(grants) or 'server defaults'}")
+        return 0
+    if not remove_tenant(path, args.name):
+        print(f"wan-mcp: no tenant {args.name!r} in {path}", file=sys.stderr)
+        return 1
+    print(f"tenant {args.name!r} removed from {path}", file=sys.stderr)
     return 0

@@ -152,6 +152,31 @@ class Settings(BaseSettings):
     )
     max_request_body_bytes: int = Field(default=16 * 1024**2, gt=0, description="HTTP body cap (413).")
 
+    # --- many users (HTTP/SSE) ---------------------------------------------------------------
+    tenants_file: Path | None = Field(
+        default=None,
+        description="JSON file of tenants (token digests, budgets, rate, own key env); `wan-mcp tenant add` writes it.",
+    )
+    tenant_rate_per_minute: float = Field(
+        default=120.0, ge=0, description="Tool calls per minute per HTTP/SSE tenant without its own; 0 = unlimited."
+    )
+    byok_header: bool = Field(
+        default=True, description="Accept a tenant's own gateway key in the X-Wan-Api-Key request header."
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="This server's public MCP URL (e.g. https://wan.example.com/mcp): the OAuth token audience "
+        "and the resource in its Protected Resource Metadata.",
+    )
+    oauth_issuer: str | None = Field(
+        default=None, description="OAuth 2.1 resource-server mode: the authorization server's issuer URL."
+    )
+    oauth_jwks_url: str | None = Field(
+        default=None, description="Its JWKS URL; default: from the issuer's metadata (RFC 8414 / OIDC discovery)."
+    )
+    oauth_scope: str = Field(default="wan", description="The scope an access token must carry.")
+    oauth_principal_claim: str = Field(default="sub", description="The token claim that names the principal.")
+
     # --- spending -----------------------------------------------------------------------
     budget_daily_usd: float = Field(
         default=25.0, ge=0, description="Most estimated USD spent per day (server's local day); 0 = unlimited."
@@ -186,7 +211,7 @@ class Settings(BaseSettings):
             raise ValueError("base_url must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("data_dir", "output_dir", "inbox_dir", "prices_file", mode="after")
+    @field_validator("data_dir", "output_dir", "inbox_dir", "prices_file", "tenants_file", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
@@ -246,6 +271,11 @@ class Settings(BaseSettings):
     @property
     def resolved_output_dir(self) -> Path:
         return self.output_dir if self.output_dir is not None else self.data_dir / "videos"
+
+    @property
+    def resolved_tenants_file(self) -> Path:
+        """Where tenants are read from and ``wan-mcp tenant add`` writes: default <data_dir>/tenants.json."""
+        return self.tenants_file if self.tenants_file is not None else self.data_dir / "tenants.json"
 
     @property
     def journal_path(self) -> Path:

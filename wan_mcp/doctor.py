@@ -143,6 +143,29 @@ def _token_check(settings: Settings) -> Check:
     return (True, "http token", f"{len(settings.http_token)} configured ({prints})")
 
 
+def _tenants_check(settings: Settings) -> Check:
+    """The tenants file (names, own-key env vars set) and OAuth sign-in, as the HTTP server will read them."""
+    from wan_mcp.server.tenants_file import load_tenants
+
+    path = settings.resolved_tenants_file
+    try:
+        entries = load_tenants(path)
+    except WanError as err:
+        return (False, "tenants", err.render())
+    missing = [f"{e.id} (${e.api_key_env})" for e in entries if e.api_key_env and not os.environ.get(e.api_key_env)]
+    if missing:
+        return (
+            False,
+            "tenants",
+            f"own-key variables not set for {', '.join(missing)}: the HTTP server refuses to start; "
+            "set them, or drop api_key_env from those tenants",
+        )
+    oauth = f"; OAuth sign-in from {settings.oauth_issuer}" if settings.oauth_issuer else ""
+    if not entries:
+        return (True, "tenants", f"none in {path} (add with `wan-mcp tenant add NAME`){oauth}")
+    return (True, "tenants", f"{len(entries)} in {path}: {', '.join(e.id for e in entries)}{oauth}")
+
+
 def _spending_checks(settings: Settings) -> list[Check]:
     """Budgets as configured (no daily budget is flagged) and whether the price table loads."""
     from wan_mcp.core.spending import PriceTable
@@ -240,6 +263,7 @@ def run_doctor() -> int:
             )
         )
     checks.append(_token_check(settings))
+    checks.append(_tenants_check(settings))
     checks.extend(_spending_checks(settings))
     checks.extend(anyio.run(_gateway_checks, settings))
     for ok, label, detail in checks:

@@ -13,6 +13,7 @@ line of defence, :func:`redact` scrubs any registered secret from the rendered t
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from enum import StrEnum
 
 
@@ -111,22 +112,35 @@ class WanError(Exception):
 # --- secret redaction -------------------------------------------------------------
 
 _secrets: set[str] = set()
+#: Keys tenants send with their calls (``X-Wan-Api-Key``), newest last: bounded, because any
+#: client may send any number of them and every redaction walks the list.
+_transient: OrderedDict[str, None] = OrderedDict()
+MAX_TRANSIENT_SECRETS = 256
 _secrets_lock = threading.Lock()
 
 
-def register_secret(value: str | None) -> None:
+def register_secret(value: str | None, *, transient: bool = False) -> None:
     """Remember a secret so :func:`redact` scrubs it from any text we emit.
 
-    Registered at start-up for the gateway key and the HTTP tokens. Short values are
-    ignored: redacting a 3-character "secret" would mangle ordinary words.
+    Registered at start-up for the gateway key and the HTTP tokens; ``transient`` for a key a
+    tenant sends per request (only the most recent :data:`MAX_TRANSIENT_SECRETS` are kept).
+    Short values are ignored: redacting a 3-character "secret" would mangle ordinary words.
     """
     if value and len(value) >= 8:
         with _secrets_lock:
-            _secrets.add(value)
+            if not transient:
+                _secrets.add(value)
+                return
+            _transient[value] = None
+            _transient.move_to_end(value)
+            while len(_transient) > MAX_TRANSIENT_SECRETS:
+                _transient.popitem(last=False)
 
 
 def redact(text: str) -> str:
-    for secret in tuple(_secrets):
+    with _secrets_lock:
+        known = (*_secrets, *_transient)
+    for secret in known:
         if secret in text:
             text = text.replace(secret, "***")
     return text

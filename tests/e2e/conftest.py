@@ -135,9 +135,15 @@ class HttpServer:
 
 
 def start_http_server(
-    env: dict[str, str], transport: str, logs: Path, *, host: str = "127.0.0.1", timeout: float = 20
+    env: dict[str, str],
+    transport: str,
+    logs: Path,
+    *,
+    host: str = "127.0.0.1",
+    timeout: float = 20,
+    port: int | None = None,
 ) -> HttpServer:
-    port = free_port()
+    port = port or free_port()
     logs.mkdir(parents=True, exist_ok=True)
     out, err = logs / f"{transport}-{port}.stdout", logs / f"{transport}-{port}.stderr"
     with out.open("wb") as out_f, err.open("wb") as err_f:
@@ -219,9 +225,11 @@ def sse_server(
 
 
 @asynccontextmanager
-async def connect(server: HttpServer, token: str | None = TOKENS[0]) -> AsyncIterator[Client]:
-    """The official client over the server's transport, with a bearer token."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+async def connect(
+    server: HttpServer, token: str | None = TOKENS[0], *, headers: dict[str, str] | None = None
+) -> AsyncIterator[Client]:
+    """The official client over the server's transport, with a bearer token (and any other headers)."""
+    headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
     if server.transport == "http":
         async with (
             httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=120.0)) as http,

@@ -34,6 +34,7 @@ from tests.e2e.conftest import (
 from tests.helpers import ok as _data
 from tests.helpers import text as _text
 from wan_mcp.core.media import probe_video
+from wan_mcp.server.principals import token_principal
 from wan_mcp.simulator.harness import SimulatorServer
 
 pytestmark = pytest.mark.anyio
@@ -85,7 +86,8 @@ async def test_generate_status_download_over_http_transports(
         listed = _data(await client.call_tool("list_tasks", {}))
     assert done["status"] == "completed", done
     path = Path(done["local_path"])
-    assert path.is_file() and path.parent == server.data.parent / "videos"
+    # Each remote principal's files live in a folder of its own (the token's principal name).
+    assert path.is_file() and path.parent == server.data.parent / "videos" / "tenants" / token_principal(TOKENS[0])
     info = probe_video(path)
     assert info is not None and (info.width, info.height) == (1280, 720)
     assert task["task_id"] in [t["task_id"] for t in listed["tasks"]]

@@ -58,6 +58,7 @@ async def test_200_concurrent_waits_on_10_tasks_share_one_poller_each(fresh_sim:
         fresh_sim,
         dirs,
         WAN_MCP_HTTP_TOKEN=TOKENS[0],
+        WAN_MCP_TENANT_RATE_PER_MINUTE="0",  # 200 waiters of one principal: no per-tenant rate here
         WAN_MCP_POLL_FIRST_SECONDS="0.2",
         WAN_MCP_POLL_INTERVAL_SECONDS=str(INTERVAL),
         WAN_MCP_UPSTREAM_RATE_BUDGET="50",

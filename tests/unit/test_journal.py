@@ -8,6 +8,7 @@ any mock.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import sqlite3
@@ -134,7 +135,7 @@ async def test_migrations_from_empty_file(db_path: Path) -> None:
     j = await SqliteJournal.open(db_path)
     await j.close()
     with sqlite3.connect(db_path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         names = {r[0] for r in raw.execute("SELECT name FROM sqlite_master")}
     assert {"tasks", "uploads", "download_leases", "confirmations"} <= names
@@ -682,15 +683,12 @@ async def test_list_on_100k_rows_is_index_backed(db_path: Path) -> None:
     await anyio.to_thread.run_sync(_bulk_fill, db_path, 100_000)
 
     with sqlite3.connect(db_path) as raw:
-        for by_status in (False, True):
-            for paged in (False, True):
-                sql = _list_sql(by_status=by_status, paged=paged)
-                plan = " | ".join(
-                    r[3]
-                    for r in raw.execute(f"EXPLAIN QUERY PLAN {sql}", {"status": "queued", "before": 1e12, "limit": 20})
-                )
-                assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
-                assert "TEMP B-TREE" not in plan, plan  # no sort step over the whole table
+        for by_status, paged, by_tenant in itertools.product((False, True), repeat=3):
+            sql = _list_sql(by_status=by_status, paged=paged, by_tenant=by_tenant)
+            params = {"status": "queued", "before": 1e12, "limit": 20, "tenant": "local"}
+            plan = " | ".join(r[3] for r in raw.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan  # no sort step over the whole table
         plan = " | ".join(
             r[3]
             for r in raw.execute(

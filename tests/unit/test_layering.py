@@ -58,12 +58,15 @@ def test_no_print_to_stdout_in_server_code() -> None:
                     assert any(k.arg == "file" for k in node.keywords), f"print() to stdout in {path}"
 
 
-def test_starting_the_server_imports_neither_pillow_nor_pyav() -> None:
-    """Both are loaded when media work happens: the cold start and idle RSS stay near the SDK's floor
-    (issue 14's film module once imported Pillow at start-up; bench figure 1 caught the cost)."""
+def test_starting_the_server_imports_neither_pillow_nor_pyav_nor_pyjwt() -> None:
+    """Each is loaded when its work happens (media; OAuth sign-in): the cold start and idle RSS stay near
+    the SDK's floor (issue 14's film module once imported Pillow at start-up; bench figure 1 caught the cost)."""
     import subprocess
     import sys
 
-    code = "import sys, wan_mcp.server.app, wan_mcp.cli; print('PIL' in sys.modules, 'av' in sys.modules)"
+    code = (
+        "import sys, wan_mcp.server.app, wan_mcp.server.transports, wan_mcp.cli; "
+        "print('PIL' in sys.modules, 'av' in sys.modules, 'jwt' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.split() == ["False", "False"], out.stdout
+    assert out.stdout.split() == ["False", "False", "False"], out.stdout

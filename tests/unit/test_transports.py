@@ -15,9 +15,9 @@ import pytest
 from wan_mcp.cli import RedactingFormatter
 from wan_mcp.config import load_settings
 from wan_mcp.errors import ErrorCode, WanError, redact
+from wan_mcp.server.principals import Principals
 from wan_mcp.server.transports import (
     MIN_TOKEN_CHARS,
-    StaticTokenVerifier,
     check_bind,
     http_tokens,
     is_loopback,
@@ -82,7 +82,7 @@ def test_configured_hosts_and_origins_are_added() -> None:
 
 
 async def test_every_token_is_accepted_and_nothing_else() -> None:
-    verifier = StaticTokenVerifier([TOKEN_A, TOKEN_B])
+    verifier = Principals(static_tokens=[TOKEN_A, TOKEN_B], tenants_file=None)
     for token in (TOKEN_A, TOKEN_B):
         access = await verifier.verify_token(token)
         assert access is not None and access.scopes == ["wan"]

@@ -68,6 +68,7 @@ from wan_mcp.core.spending import (
     refusals,
     token_digest,
 )
+from wan_mcp.core.tenancy import LOCAL, TENANTS_FOLDER, Tenant
 from wan_mcp.core.tracker import TaskTracker, UpdateFn, observation_of
 from wan_mcp.core.views import ErrorInfo, PlanView, QuoteView, TaskList, TaskView, UploadView, UsageView, iso
 from wan_mcp.errors import ErrorCode, WanError
@@ -171,7 +172,8 @@ class VideoService:
         self._opts = options
         self._download_locks: dict[str, anyio.Lock] = {}
         self._describe = VideoDescriber(posters=options.poster_frames, capacity=_DESCRIBED_CACHE)
-        self._settled: Lru[str, StatusResult] = Lru(_SETTLED_CACHE)
+        self._settled: Lru[tuple[str, str], StatusResult] = Lru(_SETTLED_CACHE)  # by (tenant, task id)
+        self._boundaries: dict[str, FileBoundary] = {}
         self._leases = DownloadLeases(journal)
         # Decoding an image can hold ~160 MB (MAX_FULL_DECODE_PIXELS): one at a time, however many
         # uploads agents start at once (six parallel 38 MP uploads peaked at 1.2 GB, now ~290 MB).
@@ -187,6 +189,43 @@ class VideoService:
     @property
     def journal(self) -> TaskJournal:
         return self._journal
+
+    # --- tenants ------------------------------------------------------------------------------
+
+    def _policy(self, tenant: Tenant) -> SpendingPolicy:
+        return self._spending.for_tenant(
+            tenant.id, daily_usd=tenant.budget_daily_usd, session_usd=tenant.budget_session_usd, remote=tenant.remote
+        )
+
+    def _provider_for(self, tenant: Tenant) -> VideoProvider:
+        """The backend calling with the tenant's own key when it has one, else with the server's."""
+        return self._provider if tenant.api_key is None else self._provider.with_key(tenant.api_key)
+
+    def _task_provider(self, record: TaskRecord, tenant: Tenant) -> VideoProvider | None:
+        """For a task made with the tenant's own key: the backend with that key, if this call carries it."""
+        if not record.own_key:
+            return None
+        return None if tenant.api_key is None else self._provider.with_key(tenant.api_key)
+
+    def _boundary_for(self, tenant_id: str) -> FileBoundary:
+        """The local user's boundary; a remote tenant writes (and may read) only its own folder.
+
+        A remote tenant's read roots are its folder plus the configured roots that do not
+        contain the shared output root (which holds every other tenant's folder).
+        """
+        if tenant_id == LOCAL.id:
+            return self._boundary
+        boundary = self._boundaries.get(tenant_id)
+        if boundary is None:
+            shared = self._boundary.output_root
+            own = shared / TENANTS_FOLDER / tenant_id
+            configured = self._boundary.read_roots
+            others = [r for r in configured if not (shared.is_relative_to(r) or r.is_relative_to(shared))]
+            roots = [own, *others]
+            boundary = self._boundaries[tenant_id] = FileBoundary(
+                roots, own, restrict_dotdirs=self._boundary.restrict_dotdirs
+            )
+        return boundary
 
     def clamp_wait(self, wait_seconds: float | None, default: float) -> float:
         value = default if wait_seconds is None else float(wait_seconds)
@@ -210,6 +249,7 @@ class VideoService:
         dry_run: bool = False,
         confirm_token: str | None = None,
         confirm: Confirmer | None = None,
+        tenant: Tenant = LOCAL,
     ) -> TaskView | PlanView:
         """Validate, quote, check budgets and consent, upload, reserve and POST once.
 
@@ -220,22 +260,24 @@ class VideoService:
         # Off the loop: an inline image is base64-decoded here (once), which takes ~100 ms for 10 MB.
         validated = await offload.run_sync(partial(parse_video_request, args, tool_arguments=self.TOOL_ARGUMENTS))
         quote = self._quote(validated)
+        policy = self._policy(tenant)
         if dry_run:
-            return await self._plan(validated, quote)
+            return await self._plan(validated, quote, tenant)
         self._refuse_if_read_only("generate_video", "it starts a paid job")
-        self._provider.check_ready()  # no key: say so before uploading or journaling anything
+        provider = self._provider_for(tenant)
+        provider.check_ready()  # no key: say so before uploading or journaling anything
         fingerprint = request_fingerprint(validated)
         window = self._opts.dedupe_window_seconds
 
-        duplicate = await self._journal.find_recent_duplicate(fingerprint, window)
+        duplicate = await self._journal.find_recent_duplicate(fingerprint, window, tenant=tenant.id)
         if duplicate is not None:
-            return await self._duplicate_view(duplicate)
-        limits = self._spending.limits(self._now())
+            return await self._duplicate_view(duplicate, tenant)
+        limits = policy.limits(self._now())
         for limit, spent in zip(limits, await self._journal.spent(limits), strict=True):
             if spent + quote.micro_usd > limit.limit_micro:
                 raise refusals.over_budget(limit, spent, quote)
         token_sha = None
-        if self._spending.needs_confirmation(quote.micro_usd):
+        if policy.needs_confirmation(quote.micro_usd):
             if confirm_token is not None:
                 token_sha = token_digest(confirm_token)  # used up atomically with the reservation below
             elif confirm is not None:
@@ -243,15 +285,15 @@ class VideoService:
                 if decision is not Decision.ACCEPT:
                     raise refusals.not_confirmed(decision, quote)
             else:
-                raise await self._confirmation_required(quote, fingerprint)
+                raise await self._confirmation_required(quote, fingerprint, tenant)
 
         continues = validated.request.continue_from
         image_url: str | None
         reference_urls: list[str] = []
         if continues is not None:
-            image_url = await self._last_frame_url(continues)
+            image_url = await self._last_frame_url(continues, tenant)
         else:
-            image_url, reference_urls = await self._resolve_media(validated)
+            image_url, reference_urls = await self._resolve_media(validated, tenant)
         payload = validated.to_payload(image_url=image_url, reference_urls=reference_urls)
         business_id = new_business_id()
         outcome = await self._journal.reserve(
@@ -262,15 +304,17 @@ class VideoService:
                 payload=payload,
                 fingerprint=fingerprint,
                 cost_micro_usd=quote.micro_usd,
-                spender=self._spending.session,
+                spender=policy.session,
                 continues=continues,
+                tenant=tenant.id,
+                own_key=tenant.api_key is not None,
             ),
-            limits=self._spending.limits(self._now()),
+            limits=policy.limits(self._now()),
             dedupe_within=window,
             confirm_token_sha256=token_sha,
         )
         if isinstance(outcome, Duplicate):
-            return await self._duplicate_view(outcome.record)
+            return await self._duplicate_view(outcome.record, tenant)
         if isinstance(outcome, OverBudget):
             raise refusals.over_budget(outcome.limit, outcome.spent_micro, quote)
         if isinstance(outcome, TokenRefused):
@@ -281,18 +325,20 @@ class VideoService:
             # Shielded: once the POST may have left, a client cancel must not stop us from
             # journaling what the gateway answered (invariant 3). Every step is time-bounded.
             with anyio.CancelScope(shield=True):
-                record = await self._submit(business_id, payload)
+                record = await self._submit(business_id, payload, provider)
         finally:
             done.set()
             self._inflight.pop(business_id, None)
         if wait_seconds > 0:
-            record = await self._tracker.wait(record, within=wait_seconds, on_update=on_update)
+            record = await self._tracker.wait(
+                record, within=wait_seconds, on_update=on_update, provider=self._task_provider(record, tenant)
+            )
         view = self._view(record, include_sent=True)
         if record.status == "completed" and wait_seconds > 0:
             view = (await self._finish(record, download=True)).view
             view.sent = payload
         view.quote = _quote_view(quote)
-        view.spent_today_usd = await self._spent_today()
+        view.spent_today_usd = await self._spent_today(tenant)
         return self._explain(view)
 
     # --- spending ---------------------------------------------------------------------------
@@ -301,19 +347,20 @@ class VideoService:
         req = v.request
         return self._prices.quote(model=req.model, resolution=req.resolution, audio=v.has_audio, seconds=req.duration)
 
-    async def _spend(self) -> Spend:
-        """What has been spent today and in this session (the journal's sums, every status but rejected)."""
-        today, session = await self._journal.spent(self._spending.usage_scopes(self._now()))
-        return Spend(today=today, session=session, policy=self._spending)
+    async def _spend(self, tenant: Tenant) -> Spend:
+        """What ``tenant`` spent today and in this session (the journal's sums, every status but rejected)."""
+        policy = self._policy(tenant)
+        today, session = await self._journal.spent(policy.usage_scopes(self._now()))
+        return Spend(today=today, session=session, policy=policy)
 
-    async def _spent_today(self) -> float:
-        return (await self._spend()).today / MICRO
+    async def _spent_today(self, tenant: Tenant) -> float:
+        return (await self._spend(tenant)).today / MICRO
 
     def _refuse_if_read_only(self, tool: str, why: str) -> None:
         if self._spending.read_only:
             raise refusals.read_only(tool, why)
 
-    async def _duplicate_view(self, record: TaskRecord) -> TaskView:
+    async def _duplicate_view(self, record: TaskRecord, tenant: Tenant) -> TaskView:
         """An identical request made moments ago: that task, at no new cost.
 
         If its POST is still in flight in this process, wait (bounded) for the gateway's answer
@@ -327,22 +374,26 @@ class VideoService:
         view = self._view(record, include_sent=True)
         view.deduplicated = True
         view.quote = QuoteView(usd=0, credits=0, basis=f"identical to task {record.id}: no new job, no new charge")
-        view.spent_today_usd = await self._spent_today()
+        view.spent_today_usd = await self._spent_today(tenant)
         return self._explain(view)
 
-    async def _confirmation_required(self, quote: Quote, fingerprint: str) -> WanError:
+    async def _confirmation_required(self, quote: Quote, fingerprint: str, tenant: Tenant) -> WanError:
         """No way to ask the user from here: hand out a single-use token for this exact request."""
         token = new_confirm_token()
         expires_at = self._now() + CONFIRM_TOKEN_TTL_SECONDS
         await self._journal.add_confirmation(
-            token_digest(token), fingerprint=fingerprint, cost_micro_usd=quote.micro_usd, expires_at=expires_at
+            token_digest(token),
+            fingerprint=fingerprint,
+            cost_micro_usd=quote.micro_usd,
+            expires_at=expires_at,
+            tenant=tenant.id,
         )
         threshold = self._spending.confirm_above_micro or 0
         return refusals.confirmation_required(
             quote, threshold_micro=threshold, token=token, expires_iso=iso(expires_at)
         )
 
-    async def _plan(self, v: ValidatedRequest, quote: Quote) -> PlanView:
+    async def _plan(self, v: ValidatedRequest, quote: Quote, tenant: Tenant) -> PlanView:
         """``dry_run``: everything but the side effects; local files are checked, not read or sent."""
         uploads: list[str] = []
         sources: list[tuple[str, MediaSource]] = [("image", v.image)] if v.image is not None else []
@@ -352,23 +403,24 @@ class VideoService:
                 continue
             if src.kind is SourceKind.PATH:
                 self._check_local_paths(name)
-                await offload.run_sync(partial(self._boundary.check, src.value, field=name))
+                await offload.run_sync(partial(self._boundary_for(tenant.id).check, src.value, field=name))
             uploads.append(f"{name}: {src.describe()} (uploaded at submit; reused if sent before)")
         if v.request.continue_from is not None:
-            source = await self._journal.get(v.request.continue_from)
+            source = await self._journal.get(v.request.continue_from, tenant=tenant.id)
             state = "not in the journal yet" if source is None else source.status
             uploads.append(
                 f"continue_from: the last frame of {v.request.continue_from} ({state}; it must be completed "
                 "when you submit), extracted and uploaded at submit"
             )
-        spend = await self._spend()
+        spend = await self._spend(tenant)
+        policy = spend.policy
         steps = [
             f"it would exceed the {name} budget ({format_usd(spent)} of {format_usd(limit)} spent): "
             f"the user can raise {SpendingPolicy.setting(name)}"
             for name, limit, spent in spend.passed_by(quote.micro_usd)
         ]
-        needs = self._spending.needs_confirmation(quote.micro_usd)
-        if self._spending.read_only:
+        needs = policy.needs_confirmation(quote.micro_usd)
+        if policy.read_only:
             steps.append("this server is read-only (WAN_MCP_READ_ONLY=1): it will not submit")
         if not steps:
             steps.append(
@@ -388,27 +440,34 @@ class VideoService:
             next="; ".join(steps),
         )
 
-    async def usage(self) -> UsageView:
-        """``get_usage``: the gateway's balance (when it tells), the journal's spend, budgets, prices."""
-        spend = await self._spend()
+    async def usage(self, tenant: Tenant = LOCAL) -> UsageView:
+        """``get_usage``: the gateway's balance (when it tells), the journal's spend, budgets, prices.
+
+        A remote tenant sees only its own: its spend and budgets, and a balance only for its own
+        key (the server's account balance is the owner's business).
+        """
+        spend = await self._spend(tenant)
+        policy = spend.policy
         view = UsageView(
             spent_today_usd=spend.today / MICRO,
             spent_session_usd=spend.session / MICRO,
-            confirm_above_usd=None
-            if self._spending.confirm_above_micro is None
-            else self._spending.confirm_above_micro / MICRO,
-            read_only=self._spending.read_only,
+            confirm_above_usd=None if policy.confirm_above_micro is None else policy.confirm_above_micro / MICRO,
+            read_only=policy.read_only,
             prices=self._prices.lines(),
             prices_as_of=self._prices.as_of,
             next="generate_video(dry_run=true) quotes one call exactly; budgets are the server's settings",
         )
-        daily, session = self._spending.daily_micro, self._spending.session_micro
+        daily, session = policy.daily_micro, policy.session_micro
         view.daily_budget_usd = None if daily is None else daily / MICRO
         view.session_budget_usd = None if session is None else session / MICRO
         view.daily_left_usd, view.session_left_usd = spend.left_usd("daily"), spend.left_usd("session")
+        if tenant.remote and tenant.api_key is None:
+            view.balance_note = "the gateway account is the server owner's; your spend and budgets are above"
+            return view
         try:
-            self._provider.check_ready()
-            balance = await self._provider.get_balance()
+            provider = self._provider_for(tenant)
+            provider.check_ready()
+            balance = await provider.get_balance()
         except WanError as err:
             # Tolerated: an account without the endpoint, no key, a gateway down. Spend and budgets
             # come from our own journal and still answer.
@@ -422,9 +481,9 @@ class VideoService:
                 view.balance_credits = balance.remain_credits
         return view
 
-    async def _submit(self, business_id: str, payload: dict[str, Any]) -> TaskRecord:
+    async def _submit(self, business_id: str, payload: dict[str, Any], provider: VideoProvider) -> TaskRecord:
         try:
-            task = await self._provider.create_task(payload, business_id)
+            task = await provider.create_task(payload, business_id)
         except WanError as err:
             if err.code in _DEFINITE_REJECTIONS:
                 await self._journal.mark_rejected(business_id, error_code=err.code.value, error_message=err.message)
@@ -463,19 +522,22 @@ class VideoService:
             "the task if the gateway created it, or says it is safe to submit again",
         )
 
-    async def _resolve_media(self, v: ValidatedRequest) -> tuple[str | None, list[str]]:
+    async def _resolve_media(self, v: ValidatedRequest, tenant: Tenant) -> tuple[str | None, list[str]]:
         image_url = None
         if v.image is not None:
-            image_url = await self._image_url(v.image, field="image")
-        refs = [await self._video_url(src, field=f"reference_videos[{i}]") for i, src in enumerate(v.references)]
+            image_url = await self._image_url(v.image, field="image", tenant=tenant)
+        refs = [
+            await self._video_url(src, field=f"reference_videos[{i}]", tenant=tenant)
+            for i, src in enumerate(v.references)
+        ]
         return image_url, refs
 
-    async def _image_url(self, src: MediaSource, *, field: str) -> str:
+    async def _image_url(self, src: MediaSource, *, field: str, tenant: Tenant) -> str:
         if src.kind is SourceKind.URL:
             return src.value
-        return (await self._upload_image_source(src, field=field)).url
+        return (await self._upload_image_source(src, field=field, tenant=tenant)).url
 
-    async def _video_url(self, src: MediaSource, *, field: str) -> str:
+    async def _video_url(self, src: MediaSource, *, field: str, tenant: Tenant) -> str:
         if src.kind is SourceKind.URL:
             return src.value
         if src.kind is SourceKind.PATH:
@@ -489,7 +551,7 @@ class VideoService:
             )
         path, data = await offload.run_sync(
             partial(
-                self._boundary.read_bytes,
+                self._boundary_for(tenant.id).read_bytes,
                 src.value,
                 field=field,
                 max_bytes=self._opts.max_video_upload_bytes,
@@ -506,10 +568,10 @@ class VideoService:
                 hint="convert it to MP4 (H.264) and try again",
             )
         digest = hashlib.sha256(data).hexdigest()
-        cached = await self._cached_upload(digest, "video")
+        cached = await self._cached_upload(digest, "video", tenant)
         if cached is not None:
             return cached.url
-        uploaded = await self._provider.upload_video(data, f"reference-{digest[:12]}{_ext(mime)}", mime)
+        uploaded = await self._provider_for(tenant).upload_video(data, f"reference-{digest[:12]}{_ext(mime)}", mime)
         await self._journal.put_upload(
             UploadRecord(
                 sha256=digest,
@@ -521,16 +583,17 @@ class VideoService:
                 height=None,
                 created_at=time.time(),
                 changes=(),
+                tenant=tenant.id,
             )
         )
         return uploaded.url
 
     # --- films ----------------------------------------------------------------------------
 
-    async def _completed_file(self, task_id: str, *, field: str) -> TaskRecord:
-        """A completed task with its MP4 on disk (downloaded now if needed), or an error naming ``field``."""
+    async def _completed_file(self, task_id: str, *, field: str, tenant: Tenant) -> TaskRecord:
+        """``tenant``'s completed task with its MP4 on disk (downloaded now if needed), or an error naming ``field``."""
         try:
-            record = self._tracker.latest(task_id) or await self._lookup(task_id)
+            record = self._live(task_id, tenant) or await self._lookup(task_id, tenant)
         except WanError as err:
             raise WanError(err.code, err.message, field=field, hint=err.hint, task_id=task_id) from None
         if record.status != "completed":
@@ -558,9 +621,9 @@ class VideoService:
             record = await self._download(replace(record, local_path=None))
         return record
 
-    async def _last_frame_url(self, task_id: str) -> str:
+    async def _last_frame_url(self, task_id: str, tenant: Tenant) -> str:
         """The exact last frame of ``task_id``'s video, uploaded like upload_image would (de-duplicated)."""
-        record = await self._completed_file(task_id, field="continue_from")
+        record = await self._completed_file(task_id, field="continue_from", tenant=tenant)
         assert record.local_path is not None
         try:
             png = await offload.run_sync(last_frame_png, Path(record.local_path))
@@ -573,7 +636,7 @@ class VideoService:
                 task_id=record.id,
             ) from None
         frame = MediaSource(kind=SourceKind.DATA, value=f"last frame of {record.id}", data=png, media_type="image/png")
-        return (await self._upload_image_source(frame, field="continue_from")).url
+        return (await self._upload_image_source(frame, field="continue_from", tenant=tenant)).url
 
     async def join(
         self,
@@ -582,6 +645,7 @@ class VideoService:
         transition: str,
         crossfade_seconds: float,
         on_progress: Callable[[float], Awaitable[None]] | None = None,
+        tenant: Tenant = LOCAL,
     ) -> StatusResult:
         """Join completed tasks' videos, in order, into one MP4: local work, no upstream call, no cost."""
         if transition not in ("cut", "crossfade"):
@@ -608,10 +672,10 @@ class VideoService:
                 allowed=["0.1..2"],
                 hint="use 0.5 (the default) or another value from 0.1 to 2 seconds",
             )
-        records = [await self._completed_file(t, field=f"task_ids[{i}]") for i, t in enumerate(task_ids)]
+        records = [await self._completed_file(t, field=f"task_ids[{i}]", tenant=tenant) for i, t in enumerate(task_ids)]
         paths = [Path(r.local_path or "") for r in records]
         film_id = f"film_{uuid.uuid4().hex}"
-        dest = self._boundary.output_path(film_id)
+        dest = self._boundary_for(tenant.id).output_path(film_id)
         part = dest.with_name(dest.name + ".part")
         progress = [0.0]
         try:
@@ -654,8 +718,9 @@ class VideoService:
             local_path=str(dest),
             sha256=result.sha256,
             size_bytes=result.size_bytes,
+            tenant=tenant.id,
         )
-        return await self.status(film_id, wait_seconds=0, download=False)
+        return await self.status(film_id, wait_seconds=0, download=False, tenant=tenant)
 
     @staticmethod
     async def _relay_progress(progress: list[float], report: Callable[[float], Awaitable[None]]) -> None:
@@ -669,7 +734,7 @@ class VideoService:
 
     # --- upload_image ---------------------------------------------------------------------
 
-    async def upload_image(self, *, path: str | None, data: str | None) -> UploadView:
+    async def upload_image(self, *, path: str | None, data: str | None, tenant: Tenant = LOCAL) -> UploadView:
         self._refuse_if_read_only("upload_image", "sends a file to the gateway")
         if (path is None) == (data is None):
             raise WanError(
@@ -680,22 +745,25 @@ class VideoService:
             )
         if path is not None:
             src = MediaSource(kind=SourceKind.PATH, value=path, data=None, media_type=None)
-            return await self._upload_image_source(src, field="path")
+            return await self._upload_image_source(src, field="path", tenant=tenant)
         assert data is not None
         if not data.startswith("data:"):
             data = "data:image/*;base64," + data  # bare base64 is accepted here: the field says what it is
         raw, media_type = await offload.run_sync(_decode, data)
         return await self._upload_image_source(
-            MediaSource(kind=SourceKind.DATA, value="data", data=raw, media_type=media_type), field="data"
+            MediaSource(kind=SourceKind.DATA, value="data", data=raw, media_type=media_type),
+            field="data",
+            tenant=tenant,
         )
 
-    async def _upload_image_source(self, src: MediaSource, *, field: str) -> UploadView:
-        self._provider.check_ready()
+    async def _upload_image_source(self, src: MediaSource, *, field: str, tenant: Tenant) -> UploadView:
+        provider = self._provider_for(tenant)
+        provider.check_ready()
         if src.kind is SourceKind.PATH:
             self._check_local_paths(field)
             _, raw = await offload.run_sync(
                 partial(
-                    self._boundary.read_bytes,
+                    self._boundary_for(tenant.id).read_bytes,
                     src.value,
                     field=field,
                     max_bytes=self._opts.max_image_bytes * 5,
@@ -715,10 +783,10 @@ class VideoService:
             ),
             limiter=self._image_work,
         )
-        record = await self._cached_upload(prepared.sha256, "image")
+        record = await self._cached_upload(prepared.sha256, "image", tenant)
         cached = record is not None
         if record is None:
-            uploaded = await self._provider.upload_image(
+            uploaded = await provider.upload_image(
                 prepared.data, f"image-{prepared.sha256[:12]}{_ext(prepared.mime_type)}", prepared.mime_type
             )
             record = UploadRecord(
@@ -731,6 +799,7 @@ class VideoService:
                 height=prepared.height,
                 created_at=time.time(),
                 changes=tuple(prepared.changes),
+                tenant=tenant.id,
             )
             await self._journal.put_upload(record)
         return UploadView(
@@ -744,8 +813,8 @@ class VideoService:
             cached=cached,
         )
 
-    async def _cached_upload(self, sha256: str, kind: str) -> UploadRecord | None:
-        rec = await self._journal.get_upload(sha256, kind)
+    async def _cached_upload(self, sha256: str, kind: str, tenant: Tenant) -> UploadRecord | None:
+        rec = await self._journal.get_upload(sha256, kind, tenant=tenant.id)
         if rec is None or time.time() - rec.created_at > self._opts.upload_cache_ttl_seconds:
             return None  # upload URLs have no documented lifetime: re-upload after a day
         return rec
@@ -753,35 +822,65 @@ class VideoService:
     # --- get_task_status -------------------------------------------------------------------
 
     async def status(
-        self, task_id: str, *, wait_seconds: float, download: bool = True, on_update: UpdateFn | None = None
+        self,
+        task_id: str,
+        *,
+        wait_seconds: float,
+        download: bool = True,
+        on_update: UpdateFn | None = None,
+        tenant: Tenant = LOCAL,
     ) -> StatusResult:
-        settled = self._settled.get(task_id)
+        key = (tenant.id, task_id)
+        settled = self._settled.get(key)
         if settled is not None:
             # Finished and saved (or failed): nothing about it can change, so agents asking
             # again and again are answered from memory, with no thread hop or file probe.
             return StatusResult(settled.view.model_copy(deep=True), settled.poster_jpeg)
-        result = await self._status(task_id, wait_seconds=wait_seconds, download=download, on_update=on_update)
+        result = await self._status(
+            task_id, wait_seconds=wait_seconds, download=download, on_update=on_update, tenant=tenant
+        )
         view = result.view
         if view.status == "failed" or (view.status == "completed" and view.local_path):
-            self._settled.put(task_id, StatusResult(view.model_copy(deep=True), result.poster_jpeg))
+            self._settled.put(key, StatusResult(view.model_copy(deep=True), result.poster_jpeg))
         return result
 
+    def _live(self, task_id: str, tenant: Tenant) -> TaskRecord | None:
+        """The tracker's live record for ``task_id`` if ``tenant`` owns it (no journal read)."""
+        record = self._tracker.latest(task_id)
+        return record if record is not None and record.tenant == tenant.id else None
+
     async def _status(
-        self, task_id: str, *, wait_seconds: float, download: bool, on_update: UpdateFn | None
+        self, task_id: str, *, wait_seconds: float, download: bool, on_update: UpdateFn | None, tenant: Tenant
     ) -> StatusResult:
-        record = self._tracker.latest(task_id) or await self._lookup(task_id)
+        record = self._live(task_id, tenant) or await self._lookup(task_id, tenant)
         if record.status in ("submitting", "unconfirmed"):
-            record = await self._reconcile(record)
+            record = await self._reconcile(record, tenant)
         if record.status not in TERMINAL and record.task_id is not None:
+            provider = self._task_provider(record, tenant)
+            if record.own_key and provider is None:
+                # Made with the tenant's own key, which is not in memory (a restart, or a call
+                # without the header): answer from the journal; never ask with the server's key.
+                view = self._view(record).with_next()
+                view.next = (
+                    f"task {record.id} was made with your own gateway key; call get_task_status again with "
+                    "the key in the X-Wan-Api-Key header to resume tracking it"
+                )
+                return StatusResult(view)
             if wait_seconds > 0:
-                record = await self._tracker.wait(record, within=wait_seconds, on_update=on_update)
+                record = await self._tracker.wait(record, within=wait_seconds, on_update=on_update, provider=provider)
             else:
-                record = await self._tracker.refresh(record)
+                record = await self._tracker.refresh(record, provider=provider)
         if record.status == "completed":
             return await self._finish(record, download=download)
         return StatusResult(self._explain(self._view(record)))
 
-    async def _lookup(self, task_id: str) -> TaskRecord:
+    async def _lookup(self, task_id: str, tenant: Tenant) -> TaskRecord:
+        """``tenant``'s task by id. Another tenant's id is answered exactly like one never made.
+
+        Only the stdio server's one user may look an unknown id up at the gateway (a task made
+        elsewhere with the same key); on HTTP an id outside the caller's rows could be another
+        tenant's task on a shared key, so it is never asked about.
+        """
         if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
             raise WanError(
                 ErrorCode.INVALID_REQUEST,
@@ -789,9 +888,16 @@ class VideoService:
                 field="task_id",
                 hint="pass the task_id returned by generate_video, or call list_tasks to find it",
             )
-        record = await self._journal.get(task_id)
+        record = await self._journal.get(task_id, tenant=tenant.id)
         if record is not None:
             return record
+        if tenant.remote or await self._journal.get(task_id) is not None:
+            raise WanError(
+                ErrorCode.NOT_FOUND,
+                f"no task {task_id} among your tasks",
+                field="task_id",
+                hint="call list_tasks to see your tasks; ids from generate_video stay valid here",
+            )
         # Not ours (another machine, or a journal that was reset): ask the gateway, and
         # journal it so the next call is served locally.
         try:
@@ -817,10 +923,17 @@ class VideoService:
         )
         return await self._journal.observe(task.id, observation_of(task))
 
-    async def _reconcile(self, record: TaskRecord) -> TaskRecord:
-        """Find out whether an unconfirmed submission became a task, by its business id."""
+    async def _reconcile(self, record: TaskRecord, tenant: Tenant = LOCAL) -> TaskRecord:
+        """Find out whether an unconfirmed submission became a task, by its business id.
+
+        Business ids are scoped to the key that sent them, so a submission made with a tenant's
+        own key waits until that tenant calls with it.
+        """
+        provider = self._task_provider(record, tenant) or (None if record.own_key else self._provider)
+        if provider is None:
+            return record
         try:
-            task = await self._provider.get_task(record.business_id)
+            task = await provider.get_task(record.business_id)
         except WanError as err:
             if err.code is ErrorCode.NOT_FOUND and time.time() - record.created_at > 120:
                 return await self._journal.mark_rejected(
@@ -883,7 +996,7 @@ class VideoService:
                     return fresh
             try:
                 try:
-                    dest = self._boundary.output_path(record.task_id)
+                    dest = self._boundary_for(record.tenant).output_path(record.task_id)
                 except WanError as err:  # the output folder cannot be created: same promise as a full disk
                     raise WanError(
                         ErrorCode.DOWNLOAD_FAILED,
@@ -915,7 +1028,7 @@ class VideoService:
 
     # --- list_tasks ------------------------------------------------------------------------
 
-    async def list_tasks(self, *, status: str | None, limit: int) -> TaskList:
+    async def list_tasks(self, *, status: str | None, limit: int, tenant: Tenant = LOCAL) -> TaskList:
         if status is not None and status not in STATUS_ORDER:
             raise WanError(
                 ErrorCode.INVALID_REQUEST,
@@ -932,11 +1045,11 @@ class VideoService:
                 allowed=["1..100"],
                 hint="use a limit between 1 and 100",
             )
-        records = await self._journal.list(status=status, limit=limit)
+        records = await self._journal.list(status=status, limit=limit, tenant=tenant.id)
         return TaskList(tasks=[self._view(r).with_next() for r in records])
 
-    async def task_view(self, task_id: str) -> TaskView | None:
-        record = await self._journal.get(task_id)
+    async def task_view(self, task_id: str, tenant: Tenant = LOCAL) -> TaskView | None:
+        record = await self._journal.get(task_id, tenant=tenant.id)
         return None if record is None else self._view(record).with_next()
 
     # --- wording ------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from anyio.abc import TaskGroup
 
 from wan_mcp.config import Settings
 from wan_mcp.core.clock import SYSTEM_CLOCK, Clock
-from wan_mcp.core.journal import TERMINAL, Observation, TaskJournal, TaskRecord, merge
+from wan_mcp.core.journal import LOCAL_TENANT, TERMINAL, Observation, TaskJournal, TaskRecord, merge
 from wan_mcp.errors import ErrorCode, WanError
 from wan_mcp.gateway.provider import VideoProvider
 from wan_mcp.gateway.wire import GatewayTask, TaskState
@@ -89,6 +89,8 @@ class _Watch:
     early_misses: int = 0  # early polls that found the job still running (at most 1 allowed)
     plain_due: float | None = None  # monotonic time the plain schedule polls next (early polls keep it)
     last_zero: float | None = None  # monotonic time of the last poll that saw 0 % (the job not started)
+    #: The backend holding the tenant's own key, for a task made with it (lives with the watch only).
+    provider: VideoProvider | None = None
 
     def publish(self, record: TaskRecord) -> None:
         self.record = record
@@ -97,30 +99,77 @@ class _Watch:
 
 
 class RateLimiter:
-    """Spaces upstream requests to at most ``rate`` per second, first come first served.
+    """Spaces upstream requests to at most ``rate`` per second, shared fairly between tenants.
 
     With many live tasks this stretches every task's interval evenly instead of letting
-    a burst of polls trip the gateway's 429s.
+    a burst of polls trip the gateway's 429s. Callers queue per tenant and the turns go
+    round-robin between the tenants that are waiting (first come first served within one),
+    so a tenant with a thousand live tasks cannot push another tenant's one poll to the back
+    of a thousand-long line.
     """
 
     def __init__(self, rate: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self._spacing = 1.0 / rate
         self._clock = clock
         self._next = 0.0
-        self._turn = anyio.Lock()  # FIFO: callers are served in arrival order
+        self._queues: dict[str, deque[anyio.Event]] = {}
+        self._order: deque[str] = deque()  # tenants with callers waiting, in turn order
+        self._busy = False  # a caller holds the turn (waiting for its slot)
 
-    async def acquire(self) -> None:
+    async def acquire(self, tenant: str = LOCAL_TENANT) -> None:
         # One caller at a time waits for its slot, and the next slot is counted from when
         # it actually woke up. Handing out future slots up front (as this once did) let a
         # busy event loop wake a backlog of overdue callers together: with 1,000 live
         # tasks that burst to 1.2x the budget within a 2 s window (now bench figure 7; the rule
         # itself is tested on a virtual clock in tests/integration/test_tracker_timing.py).
-        async with self._turn:
+        turn = anyio.Event()
+        queue = self._queues.get(tenant)
+        if queue is None:
+            queue = self._queues[tenant] = deque()
+            self._order.append(tenant)
+        queue.append(turn)
+        if not self._busy:
+            self._pass_turn()
+        try:
+            await turn.wait()
+        except BaseException:
+            if not turn.is_set():  # cancelled while queued: leave the line
+                self._leave(tenant, turn)
+                raise
+            self._pass_turn()  # cancelled just as the turn came: hand it on
+            raise
+        try:
             now = self._clock.monotonic()
             if self._next > now:
                 await self._clock.sleep(self._next - now)
                 now = self._clock.monotonic()
             self._next = max(now, self._next) + self._spacing
+        finally:
+            self._pass_turn()
+
+    def _pass_turn(self) -> None:
+        """Give the turn to the next tenant in line (its oldest caller), or mark the limiter idle."""
+        while self._order:
+            tenant = self._order.popleft()
+            queue = self._queues[tenant]
+            turn = queue.popleft()
+            if queue:
+                self._order.append(tenant)
+            else:
+                del self._queues[tenant]
+            self._busy = True
+            turn.set()
+            return
+        self._busy = False
+
+    def _leave(self, tenant: str, turn: anyio.Event) -> None:
+        queue = self._queues.get(tenant)
+        if queue is None or turn not in queue:
+            return
+        queue.remove(turn)
+        if not queue:
+            del self._queues[tenant]
+            self._order.remove(tenant)
 
 
 def _kind(rec: TaskRecord) -> tuple[str, str, int]:
@@ -209,15 +258,23 @@ class TaskTracker:
 
     # --- waiting -------------------------------------------------------------------------
 
-    async def wait(self, record: TaskRecord, *, within: float, on_update: UpdateFn | None = None) -> TaskRecord:
+    async def wait(
+        self,
+        record: TaskRecord,
+        *,
+        within: float,
+        on_update: UpdateFn | None = None,
+        provider: VideoProvider | None = None,
+    ) -> TaskRecord:
         """Watch ``record`` until it is terminal or ``within`` seconds pass; return the latest record.
 
         Cancelling the caller only removes a waiter: the poller (and the upstream job)
         carries on while anyone else waits, and the journal keeps the task either way.
+        ``provider``: the backend with the tenant's own key, for a task made with it.
         """
         if record.status in TERMINAL or record.task_id is None or within <= 0 or self._stopping:
             return record
-        watch = self._watch(record)
+        watch = self._watch(record, provider)
         watch.waiters += 1
         self._ensure_poller(watch)
         try:
@@ -241,11 +298,11 @@ class TaskTracker:
             watch.waiters -= 1
         return watch.record
 
-    async def refresh(self, record: TaskRecord) -> TaskRecord:
+    async def refresh(self, record: TaskRecord, *, provider: VideoProvider | None = None) -> TaskRecord:
         """One status read now (for zero-wait status calls), unless a poll just happened."""
         if record.status in TERMINAL or record.task_id is None:
             return record
-        watch = self._watch(record)
+        watch = self._watch(record, provider)
         if watch.last_poll is not None and self._clock.monotonic() - watch.last_poll < self._timing.min_refresh:
             return watch.record
         try:
@@ -276,7 +333,7 @@ class TaskTracker:
 
     # --- polling -------------------------------------------------------------------------
 
-    def _watch(self, record: TaskRecord) -> _Watch:
+    def _watch(self, record: TaskRecord, provider: VideoProvider | None = None) -> _Watch:
         key = record.task_id or record.business_id
         watch = self._watches.get(key)
         if watch is None:
@@ -284,6 +341,8 @@ class TaskTracker:
             self._watches[key] = watch
         elif record.updated_at > watch.record.updated_at:
             watch.record = record
+        if provider is not None:
+            watch.provider = provider
         return watch
 
     def _ensure_poller(self, watch: _Watch) -> None:
@@ -376,7 +435,7 @@ class TaskTracker:
                 await self._clock.sleep(delay)
                 if watch.waiters <= 0:
                     break
-                await self._limiter.acquire()
+                await self._limiter.acquire(watch.record.tenant)
                 try:
                     await self._poll(watch)
                 except WanError as err:
@@ -396,11 +455,29 @@ class TaskTracker:
     async def _poll(self, watch: _Watch) -> TaskRecord:
         record = watch.record
         lookup = record.task_id or record.business_id
+        if watch.provider is None and record.own_key:
+            # Never ask with the server's key about a task made with a tenant's own key.
+            raise WanError(
+                ErrorCode.AUTH,
+                f"task {lookup} was made with your own gateway key, which this server no longer holds "
+                "(it keeps keys in memory only)",
+                task_id=lookup,
+                hint="call get_task_status again with your key in the X-Wan-Api-Key header to resume tracking",
+            )
         watch.last_poll = self._clock.monotonic()
         self.upstream_polls += 1
         try:
-            task = await self._provider.get_task(lookup)
+            task = await (watch.provider or self._provider).get_task(lookup)
         except WanError as err:
+            if err.code is ErrorCode.NOT_FOUND and record.own_key:
+                # Asked with a key the tenant sent now: perhaps not the one it made the task with.
+                # Never settle a paid task as gone on that word.
+                raise WanError(
+                    ErrorCode.AUTH,
+                    f"the gateway does not know task {lookup} under the key sent with this call",
+                    task_id=lookup,
+                    hint="send the same X-Wan-Api-Key the task was made with, then call get_task_status again",
+                ) from None
             if err.code is ErrorCode.NOT_FOUND and record.task_id is not None:
                 # The gateway forgot a task it gave us (ids live ~24 h): settle it so
                 # waiters stop, keeping the reason on the row.

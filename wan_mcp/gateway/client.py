@@ -20,6 +20,7 @@ Three promises shape this module:
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import re
@@ -271,6 +272,17 @@ class GatewayClient:
         self._retry = retry
         self._sleep = sleep
         self._clock = clock
+
+    def with_key(self, api_key: SecretStr) -> GatewayClient:
+        """The same client (connection pool, retries) calling with a tenant's own key.
+
+        For bring-your-own-key tenants: the key is held by the returned object only, redacted
+        from every text like the server's own key, never written anywhere.
+        """
+        register_secret(api_key.get_secret_value(), transient=True)
+        twin = copy.copy(self)
+        twin._api_key = api_key
+        return twin
 
     def __repr__(self) -> str:
         return f"GatewayClient(base_url={self._base_url!r}, retry={self._retry!r})"

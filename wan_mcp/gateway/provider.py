@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import SecretStr
+
 from wan_mcp.gateway.wire import Balance, GatewayTask, UploadedFile
 
 __all__ = ["VideoProvider"]
@@ -29,6 +31,10 @@ class VideoProvider(Protocol):
     async def upload_video(self, data: bytes, filename: str, mime: str) -> UploadedFile: ...
 
     async def get_balance(self) -> Balance: ...
+
+    def with_key(self, api_key: SecretStr) -> VideoProvider:
+        """This backend, calling with another account's key (a tenant's own); the original is unchanged."""
+        ...
 
     def check_ready(self) -> None:
         """Raise a CONFIG ``WanError`` if the backend cannot be called at all (e.g. no key)."""

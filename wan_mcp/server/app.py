@@ -13,8 +13,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
+import httpx2
 from mcp.server import MCPServer
-from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 
 from wan_mcp import __version__
@@ -23,9 +23,11 @@ from wan_mcp.core.boundary import FileBoundary, UrlPolicy
 from wan_mcp.core.journal import SqliteJournal
 from wan_mcp.core.service import ServiceOptions, VideoService
 from wan_mcp.core.spending import PriceTable
+from wan_mcp.core.tenancy import TENANTS_FOLDER
 from wan_mcp.core.tracker import PollTiming, TaskTracker
 from wan_mcp.gateway.client import GatewayClient, RetryPolicy, make_http_client
 from wan_mcp.server.lifecycle import Lifecycle
+from wan_mcp.server.principals import Principals
 from wan_mcp.server.resources import instructions, register_resources
 from wan_mcp.server.tools import AppState, build_tools
 
@@ -47,18 +49,25 @@ def _shielded(close: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[
 
 @asynccontextmanager
 async def open_service(
-    settings: Settings, lifecycle: Lifecycle | None = None, *, remote: bool = False
+    settings: Settings,
+    lifecycle: Lifecycle | None = None,
+    *,
+    remote: bool = False,
+    http: httpx2.AsyncClient | None = None,
 ) -> AsyncIterator[VideoService]:
     """Everything a VideoService needs, opened in order and closed in reverse.
 
     ``remote``: the clients are HTTP/SSE clients, who may not name files on this machine
-    unless ``allow_remote_paths`` says so.
+    unless ``allow_remote_paths`` says so. ``http``: the HTTP client of the caller, who closes
+    it (the HTTP transports make one per process, which the OAuth verifier shares; an SSE
+    connection runs this per connection); without it one is made here and closed here.
     """
     if settings.allowed_dirs is None:
         _create_inbox(settings.resolved_inbox_dir)
     async with AsyncExitStack() as stack:
-        http = make_http_client(settings)
-        stack.push_async_callback(_shielded(http.aclose))
+        if http is None:
+            http = make_http_client(settings)
+            stack.push_async_callback(_shielded(http.aclose))
         provider = GatewayClient(
             http,
             base_url=settings.base_url,
@@ -74,7 +83,10 @@ async def open_service(
         if lifecycle is not None:
             lifecycle.attach(tracker)
         boundary = FileBoundary(
-            settings.read_roots, settings.resolved_output_dir, restrict_dotdirs=settings.restrict_dotdirs
+            settings.read_roots,
+            settings.resolved_output_dir,
+            restrict_dotdirs=settings.restrict_dotdirs,
+            excluded=[settings.resolved_output_dir / TENANTS_FOLDER],  # remote tenants' files are theirs
         )
         service = VideoService(
             provider=provider,
@@ -100,21 +112,26 @@ def _create_inbox(inbox: Path) -> None:
 def build_server(
     settings: Settings,
     *,
-    token_verifier: TokenVerifier | None = None,
+    principals: Principals | None = None,
     auth: AuthSettings | None = None,
     lifecycle: Lifecycle | None = None,
     remote: bool = False,
+    http: httpx2.AsyncClient | None = None,
 ) -> MCPServer[AppState]:
+    """The MCP server. ``principals``: who may call (HTTP/SSE) and as which tenant; none on stdio."""
     run = lifecycle if lifecycle is not None else Lifecycle()
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer[AppState]) -> AsyncIterator[AppState]:
         run.mark_closed(False)
         try:
-            async with open_service(settings, run, remote=remote) as service, anyio.create_task_group() as tg:
+            async with (
+                open_service(settings, run, remote=remote, http=http) as service,
+                anyio.create_task_group() as tg,
+            ):
                 if settings.api_key is not None:
                     tg.start_soon(_reconcile, service)
-                yield AppState(service=service, settings=settings)
+                yield AppState(service=service, settings=settings, principals=principals)
                 tg.cancel_scope.cancel()
         finally:
             run.mark_closed(True)
@@ -126,7 +143,7 @@ def build_server(
         instructions=instructions(settings, remote=remote),
         lifespan=lifespan,
         tools=build_tools(settings),
-        token_verifier=token_verifier,
+        token_verifier=principals,
         auth=auth,
         middleware=[run],
     )

@@ -6,9 +6,10 @@ from typing import Any
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from wan_mcp.config import Settings
+from wan_mcp.errors import WanError
 
 INSTRUCTIONS = """\
 Wan 2.6 video generation (ToAPIs gateway). Each generate_video call starts a PAID job \
@@ -46,13 +47,15 @@ def register_resources(server: MCPServer[Any]) -> None:
         description="A task from the local journal (status, URLs, local file).",
     )
     async def task_resource(task_id: str, ctx: Context[Any, Any]) -> str:
-        from wan_mcp.server.tools import AppState
+        from wan_mcp.server.tools import caller
 
-        state = ctx.request_context.lifespan_context
-        assert isinstance(state, AppState)
-        view = await state.service.task_view(task_id)
-        if view is None:
-            raise ResourceNotFoundError(f"No task {task_id} in the journal; call list_tasks to see known tasks.")
+        try:
+            state, tenant = caller(ctx, "task://")
+        except WanError as err:
+            raise ResourceError(err.render()) from None
+        view = await state.service.task_view(task_id, tenant)
+        if view is None:  # another tenant's task is answered exactly like one never made
+            raise ResourceNotFoundError(f"No task {task_id} among your tasks; call list_tasks to see them.")
         return view.model_dump_json(exclude_none=True)
 
     @server.prompt(name="wan_video_prompt", title="Write a Wan video prompt")

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Any
 
+from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, ImageContent, InputRequiredResult, ResourceLink, TextContent, ToolAnnotations
@@ -28,9 +29,11 @@ from wan_mcp.core.journal import STATUS_ORDER, TaskRecord
 from wan_mcp.core.media.film import MAX_FILM_PARTS
 from wan_mcp.core.request import video_request_schema
 from wan_mcp.core.service import StatusResult, VideoService
+from wan_mcp.core.tenancy import LOCAL, Tenant
 from wan_mcp.core.views import PlanView, TaskList, TaskView, UploadView, UsageView
 from wan_mcp.errors import WanError
 from wan_mcp.server.consent import InputRequired, confirmer_for
+from wan_mcp.server.principals import Principals
 from wan_mcp.server.registration import ToolFn, make_tool
 from wan_mcp.server.schemas import output_schema
 
@@ -41,12 +44,24 @@ class AppState:
 
     service: VideoService
     settings: Settings
+    #: Who may call over HTTP/SSE and as which tenant (``None`` on stdio: one local user).
+    principals: Principals | None = None
 
 
 def _state(ctx: Context[Any, Any]) -> AppState:
     state = ctx.request_context.lifespan_context
     assert isinstance(state, AppState)
     return state
+
+
+def caller(ctx: Context[Any, Any], tool: str) -> tuple[AppState, Tenant]:
+    """The app state and the tenant this call acts as, its call counted against the tenant's rate."""
+    state = _state(ctx)
+    if state.principals is None:
+        return state, LOCAL
+    tenant = state.principals.tenant(get_access_token(), ctx.headers)
+    state.principals.admit(tenant, tool)
+    return state, tenant
 
 
 class ProgressReporter:
@@ -124,7 +139,7 @@ def speaks_wan_errors(fn: ToolFn) -> ToolFn:
 
 @speaks_wan_errors
 async def generate_video(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
-    state = _state(ctx)
+    state, tenant = caller(ctx, "generate_video")
     args = ToolArguments("generate_video", arguments, VideoService.TOOL_ARGUMENTS)
     wait = _wait(state.service, args)
     dry_run = args.take("dry_run", "boolean", False)
@@ -137,6 +152,7 @@ async def generate_video(arguments: dict[str, Any], ctx: Context[Any, Any]) -> C
         dry_run=bool(dry_run),
         confirm_token=confirm_token,
         confirm=confirmer_for(ctx),
+        tenant=tenant,
     )
     if isinstance(view, PlanView):
         return _result(view.summary(), view)
@@ -145,7 +161,7 @@ async def generate_video(arguments: dict[str, Any], ctx: Context[Any, Any]) -> C
 
 @speaks_wan_errors
 async def get_task_status(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
-    state = _state(ctx)
+    state, tenant = caller(ctx, "get_task_status")
     args = ToolArguments("get_task_status", arguments, ("task_id", "wait_seconds", "download"))
     task_id = args.take("task_id", "string")
     wait = _wait(state.service, args)
@@ -154,36 +170,36 @@ async def get_task_status(arguments: dict[str, Any], ctx: Context[Any, Any]) -> 
         args.add(Problem("task_id", "task_id is required", "pass the task_id from generate_video, or call list_tasks"))
     args.finish()
     result = await state.service.status(
-        task_id, wait_seconds=wait, download=bool(download), on_update=ProgressReporter(ctx).update
+        task_id, wait_seconds=wait, download=bool(download), on_update=ProgressReporter(ctx).update, tenant=tenant
     )
     return _status_result(result)
 
 
 @speaks_wan_errors
 async def upload_image(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
-    state = _state(ctx)
+    state, tenant = caller(ctx, "upload_image")
     args = ToolArguments("upload_image", arguments, ("path", "data"))
     path = args.take("path", "string")
     data = args.take("data", "string")
     args.finish()
-    view = await state.service.upload_image(path=path, data=data)
+    view = await state.service.upload_image(path=path, data=data, tenant=tenant)
     return _result(view.summary(), view)
 
 
 @speaks_wan_errors
 async def list_tasks(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
-    state = _state(ctx)
+    state, tenant = caller(ctx, "list_tasks")
     args = ToolArguments("list_tasks", arguments, ("status", "limit"))
     status = args.take("status", "string")
     limit = args.take("limit", "integer", 20, example="20")
     args.finish()
-    view = await state.service.list_tasks(status=status, limit=int(limit))
+    view = await state.service.list_tasks(status=status, limit=int(limit), tenant=tenant)
     return _result(view.summary(), view)
 
 
 @speaks_wan_errors
 async def join_videos(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
-    state = _state(ctx)
+    state, tenant = caller(ctx, "join_videos")
     args = ToolArguments("join_videos", arguments, ("task_ids", "transition", "crossfade_seconds"))
     task_ids = args.take("task_ids", "array")
     transition = args.take("transition", "string", "cut")
@@ -200,16 +216,16 @@ async def join_videos(arguments: dict[str, Any], ctx: Context[Any, Any]) -> Call
         await ctx.report_progress(round(100 * fraction, 2), 100.0, f"joining {len(task_ids)} shots")
 
     result = await state.service.join(
-        task_ids, transition=str(transition), crossfade_seconds=float(crossfade), on_progress=progress
+        task_ids, transition=str(transition), crossfade_seconds=float(crossfade), on_progress=progress, tenant=tenant
     )
     return _status_result(result)
 
 
 @speaks_wan_errors
 async def get_usage(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult:
-    state = _state(ctx)
+    state, tenant = caller(ctx, "get_usage")
     ToolArguments("get_usage", arguments, ()).finish()
-    view = await state.service.usage()
+    view = await state.service.usage(tenant)
     return _result(view.summary(), view)
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import ipaddress
 import logging
 import os
@@ -29,19 +27,25 @@ from types import FrameType
 from typing import Any, Literal
 
 import anyio
+import httpx2
 import uvicorn
-from mcp.server.auth.provider import AccessToken, TokenVerifier
+from mcp.server.auth.handlers.metadata import ProtectedResourceMetadataHandler
+from mcp.server.auth.routes import cors_middleware
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.auth import ProtectedResourceMetadata
 from pydantic import AnyHttpUrl
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from wan_mcp.config import Settings
 from wan_mcp.errors import ErrorCode, WanError, register_secret
+from wan_mcp.gateway.client import make_http_client
 from wan_mcp.server.app import build_server, quiet_third_party_loggers
 from wan_mcp.server.lifecycle import Lifecycle
 from wan_mcp.server.limits import MAX_CONNECTIONS, GuardedH11Protocol, SseSessionLimit
+from wan_mcp.server.principals import Principals
+from wan_mcp.server.tenants_file import load_tenants
 
 log = logging.getLogger("wan_mcp.transports")
 
@@ -51,33 +55,8 @@ Transport = Literal["stdio", "sse", "http"]
 DRAIN_SECONDS = 5.0
 #: uvicorn's own bound on open responses after that (downloads finishing, slow clients).
 GRACEFUL_SECONDS = 10.0
-
-
-def token_principal(token: str) -> str:
-    """The principal a static token stands for: a digest prefix (never the token itself)."""
-    return "token-" + hashlib.sha256(token.encode()).hexdigest()[:12]
-
-
-class StaticTokenVerifier(TokenVerifier):
-    """Accepts any of the configured bearer tokens, compared in constant time.
-
-    Each token is its own principal (``client_id`` and ``subject``): the SDK binds an SSE
-    session to the principal that opened it, so a client holding another token cannot post
-    into it (it gets the same 404 as for a session that does not exist).
-    """
-
-    def __init__(self, tokens: list[str]) -> None:
-        self._tokens = [(t.encode(), token_principal(t)) for t in tokens]
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        candidate = token.encode()
-        principal: str | None = None
-        for known, name in self._tokens:  # no early exit: timing does not reveal which token matched
-            if hmac.compare_digest(candidate, known):
-                principal = name
-        if principal is None:
-            return None
-        return AccessToken(token="(redacted)", client_id=principal, subject=principal, scopes=["wan"])  # noqa: S106
+#: Where OAuth clients look for this resource's metadata (RFC 9728) when they do not insert the path.
+PRM_PATH = "/.well-known/oauth-protected-resource"
 
 
 def is_loopback(host: str) -> bool:
@@ -122,6 +101,11 @@ MIN_TOKEN_CHARS = 32
 TOKEN_FILE = "http-token"  # noqa: S105 - a file name, not a secret
 
 
+def other_principals(settings: Settings) -> bool:
+    """Whether tenants (the tenants file) or OAuth sign-in let clients in besides ``WAN_MCP_HTTP_TOKEN``."""
+    return bool(settings.oauth_issuer) or bool(load_tenants(settings.resolved_tenants_file))
+
+
 def http_tokens(settings: Settings) -> tuple[list[str], Path | None]:
     """The bearer tokens HTTP/SSE clients must send; never none (no unauthenticated door, not even on loopback).
 
@@ -141,6 +125,8 @@ def http_tokens(settings: Settings) -> tuple[list[str], Path | None]:
                 'print(secrets.token_urlsafe(32))"',
             )
         return tokens, None
+    if other_principals(settings):
+        return [], None  # tenants or OAuth sign in: no generated token beside them
     path = settings.data_dir / TOKEN_FILE
     try:
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -169,12 +155,12 @@ def http_tokens(settings: Settings) -> tuple[list[str], Path | None]:
 
 
 def check_bind(settings: Settings, host: str) -> None:
-    if not is_loopback(host) and not settings.http_token:
+    if not is_loopback(host) and not settings.http_token and not other_principals(settings):
         raise WanError(
             ErrorCode.CONFIG,
             f"refusing to listen on {host} without a bearer token: anyone on the network could spend your credits",
             hint="set WAN_MCP_HTTP_TOKEN to a long random string (clients send 'Authorization: Bearer <token>'),"
-            " or listen on 127.0.0.1",
+            " add tenants with `wan-mcp tenant add NAME`, configure WAN_MCP_OAUTH_ISSUER, or listen on 127.0.0.1",
         )
 
 
@@ -184,23 +170,36 @@ def build_http_app(
     host: str,
     port: int,
     *,
+    http: httpx2.AsyncClient,
     lifecycle: Lifecycle | None = None,
 ) -> Any:
-    """The Starlette app for an HTTP transport (also used by tests with their own uvicorn)."""
+    """The Starlette app for an HTTP transport. ``http``: the process's one HTTP client (the
+    caller closes it), used by every tool call and by the OAuth verifier for the issuer's keys."""
     check_bind(settings, host)
     tokens, token_file = http_tokens(settings)
     if token_file is not None:
         log.info("HTTP clients must send 'Authorization: Bearer <the token in %s>'", token_file)
-    verifier = StaticTokenVerifier(tokens)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - compared, not bound
     base = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
+    resource = settings.public_url or f"{base}{'/mcp' if transport == 'http' else '/sse'}"
+    principals = Principals.from_settings(settings, tokens, http=lambda: http, audience=resource)
     auth = AuthSettings(
-        issuer_url=AnyHttpUrl(base),
-        resource_server_url=AnyHttpUrl(f"{base}{'/mcp' if transport == 'http' else '/sse'}"),
-        required_scopes=["wan"],
-        validate_token_resource=False,
+        issuer_url=AnyHttpUrl(settings.oauth_issuer or base),
+        resource_server_url=AnyHttpUrl(resource),
+        required_scopes=[settings.oauth_scope],
+        validate_token_resource=False,  # the audience is checked in the JWT itself; static tokens have none
     )
-    server = build_server(settings, token_verifier=verifier, auth=auth, lifecycle=lifecycle, remote=True)
+    server = build_server(settings, principals=principals, auth=auth, lifecycle=lifecycle, remote=True, http=http)
+    if settings.oauth_issuer:
+        # RFC 9728 places the metadata at the path-inserted URL (the SDK serves that one, and 401s
+        # point to it); clients that look only at the root find it there too.
+        metadata = ProtectedResourceMetadata(
+            resource=AnyHttpUrl(resource),
+            authorization_servers=[AnyHttpUrl(settings.oauth_issuer)],
+            scopes_supported=[settings.oauth_scope],
+        )
+        root_metadata = cors_middleware(ProtectedResourceMetadataHandler(metadata).handle, ["GET", "OPTIONS"])
+        server.custom_route(PRM_PATH, methods=["GET", "OPTIONS"], include_in_schema=False)(root_metadata)
 
     async def healthz(_request: Request) -> JSONResponse:
         # For load balancers: unauthenticated, so it says nothing (no version, paths or counts).
@@ -278,7 +277,18 @@ async def serve(settings: Settings, transport: Transport, host: str, port: int) 
         await _serve_stdio(settings, lifecycle)
         return
 
-    app = build_http_app(settings, transport, host, port, lifecycle=lifecycle)
+    http = make_http_client(settings)
+    try:
+        app = build_http_app(settings, transport, host, port, http=http, lifecycle=lifecycle)
+        await _serve_http(app, settings, transport, host, port, lifecycle)
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(GRACEFUL_SECONDS):
+            await http.aclose()
+
+
+async def _serve_http(
+    app: Any, settings: Settings, transport: Transport, host: str, port: int, lifecycle: Lifecycle
+) -> None:
     quiet_third_party_loggers()
     config = uvicorn.Config(
         app,

@@ -86,9 +86,20 @@ def _is_within(path: Path, root: Path) -> bool:
 
 
 class FileBoundary:
-    """Confines reads to ``read_roots`` and writes to ``output_root``."""
+    """Confines reads to ``read_roots`` (minus ``excluded`` trees) and writes to ``output_root``.
 
-    def __init__(self, read_roots: Sequence[Path], output_root: Path, *, restrict_dotdirs: bool = True) -> None:
+    ``excluded``: folders inside a root that stay unreadable, e.g. the tenants' own output
+    folders inside the shared output root (each remote tenant gets a boundary of its own).
+    """
+
+    def __init__(
+        self,
+        read_roots: Sequence[Path],
+        output_root: Path,
+        *,
+        restrict_dotdirs: bool = True,
+        excluded: Sequence[Path] = (),
+    ) -> None:
         seen: list[Path] = []
         for root in read_roots:
             real = Path(os.path.realpath(Path(root).expanduser()))
@@ -98,6 +109,7 @@ class FileBoundary:
         self._output_root_raw = Path(output_root).expanduser()
         self._output_root = Path(os.path.realpath(self._output_root_raw))
         self._restrict_dotdirs = restrict_dotdirs
+        self._excluded = tuple(Path(os.path.realpath(Path(p).expanduser())) for p in excluded)
 
     @property
     def read_roots(self) -> tuple[Path, ...]:
@@ -106,6 +118,10 @@ class FileBoundary:
     @property
     def output_root(self) -> Path:
         return self._output_root
+
+    @property
+    def restrict_dotdirs(self) -> bool:
+        return self._restrict_dotdirs
 
     # --- reads --------------------------------------------------------------------------
 
@@ -212,6 +228,8 @@ class FileBoundary:
             if _is_within(real, tree) or _is_within(lexical, tree):
                 raise self._refuse_text(raw, field, f"system paths under {tree} are never readable")
         root = self._containing_root(lexical, real)
+        if root is not None and any(_is_within(real, ex) or _is_within(lexical, ex) for ex in self._excluded):
+            root = None  # answered like any other outside path: no hint that the folder exists
         if root is None:
             why = "it is outside the allowed folders"
             if self._restrict_dotdirs and any(_is_within(real, r) for r in self._roots):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from wan_mcp.core.journal.records import (
+    LOCAL_TENANT,
     Observation,
     Reservation,
     SpendLimit,
@@ -31,7 +32,14 @@ class TaskJournal(Protocol):
     """What the service and tracker need from durable state."""
 
     async def record_submission(
-        self, *, business_id: str, model: str, mode: str, payload: dict[str, Any], fingerprint: str
+        self,
+        *,
+        business_id: str,
+        model: str,
+        mode: str,
+        payload: dict[str, Any],
+        fingerprint: str,
+        tenant: str = LOCAL_TENANT,
     ) -> TaskRecord: ...
 
     async def attach_task(
@@ -46,18 +54,22 @@ class TaskJournal(Protocol):
         """Fold ``news`` into the row with ``merge()`` atomically; return the row as now stored."""
         ...
 
-    async def get(self, id_or_business_id: str) -> TaskRecord | None: ...
+    async def get(self, id_or_business_id: str, *, tenant: str | None = None) -> TaskRecord | None:
+        """The row, or ``None``; with ``tenant``, a row owned by another tenant is ``None`` too."""
+        ...
 
     async def list(
-        self, *, status: str | None = None, limit: int = 20, before: float | None = None
+        self, *, status: str | None = None, limit: int = 20, before: float | None = None, tenant: str | None = None
     ) -> builtins.list[TaskRecord]: ...
 
     async def unsettled(self) -> builtins.list[TaskRecord]: ...
 
     async def active(self) -> builtins.list[TaskRecord]: ...
 
-    async def find_recent_duplicate(self, fingerprint: str, within_seconds: float) -> TaskRecord | None:
-        """The newest row with ``fingerprint`` inside the window, ignoring rejected and failed ones."""
+    async def find_recent_duplicate(
+        self, fingerprint: str, within_seconds: float, *, tenant: str = LOCAL_TENANT
+    ) -> TaskRecord | None:
+        """``tenant``'s newest row with ``fingerprint`` inside the window, ignoring rejected and failed ones."""
         ...
 
     async def reserve(
@@ -68,8 +80,9 @@ class TaskJournal(Protocol):
         dedupe_within: float,
         confirm_token_sha256: str | None = None,
     ) -> Reservation:
-        """In ONE atomic step: a duplicate inside the window is returned (nothing written); else a
-        given confirm token must be known, unused, unexpired and for this fingerprint; else every
+        """In ONE atomic step: a duplicate (of ``sub.tenant``'s own rows) inside the window is returned
+        (nothing written); else a given confirm token must be that tenant's, unused, unexpired and
+        for this fingerprint; else every
         limit must hold with this cost added; then the token is marked used and the
         ``submitting`` row (holding the cost) is written durably. Concurrent callers, in any
         process sharing the journal, are serialised: no budget is ever exceeded, one row per
@@ -77,20 +90,35 @@ class TaskJournal(Protocol):
         ...
 
     async def record_film(
-        self, film_id: str, *, payload: dict[str, Any], local_path: str, sha256: str, size_bytes: int
+        self,
+        film_id: str,
+        *,
+        payload: dict[str, Any],
+        local_path: str,
+        sha256: str,
+        size_bytes: int,
+        tenant: str = LOCAL_TENANT,
     ) -> TaskRecord:
         """Write a joined film as a completed row of its own (``film_id`` is its business and task id)."""
         ...
 
     async def spent(self, limits: Sequence[SpendLimit]) -> builtins.list[int]:
-        """Micro-USD counted against each limit (every status but ``rejected``)."""
+        """Micro-USD counted against each limit (every status but ``rejected``; a limit's tenant only)."""
         ...
 
     async def add_confirmation(
-        self, token_sha256: str, *, fingerprint: str, cost_micro_usd: int, expires_at: float
+        self,
+        token_sha256: str,
+        *,
+        fingerprint: str,
+        cost_micro_usd: int,
+        expires_at: float,
+        tenant: str = LOCAL_TENANT,
     ) -> None: ...
 
-    async def get_upload(self, sha256: str, kind: str) -> UploadRecord | None: ...
+    async def get_upload(self, sha256: str, kind: str, *, tenant: str = LOCAL_TENANT) -> UploadRecord | None:
+        """``tenant``'s upload of these bytes: another tenant's upload of the same file is not found."""
+        ...
 
     async def put_upload(self, rec: UploadRecord) -> None: ...
 

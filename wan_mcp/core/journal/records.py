@@ -15,6 +15,7 @@ __all__ = [
     "ACTIVE",
     "DUPLICATE_BLIND",
     "FILM_MODE",
+    "LOCAL_TENANT",
     "STATUSES",
     "STATUS_ORDER",
     "TERMINAL",
@@ -47,6 +48,9 @@ TERMINAL: Final[frozenset[str]] = frozenset({"completed", "failed", "rejected"})
 UNSETTLED: Final[frozenset[str]] = frozenset({"submitting", "unconfirmed"})
 #: A task exists upstream and is still running: the tracker resumes polling these.
 ACTIVE: Final[frozenset[str]] = frozenset({"queued", "in_progress"})
+
+#: The one principal of a stdio server (and of every row written before tenants existed).
+LOCAL_TENANT: Final = "local"
 
 #: The ``mode`` of a joined film's row (its parts are in ``payload["parts"]``; nothing upstream).
 FILM_MODE: Final = "film"
@@ -94,6 +98,10 @@ class TaskRecord:
     spender: str = ""
     #: The task whose last frame this shot starts from (generate_video's continue_from).
     continues: str | None = None
+    #: The principal that owns the row: nobody else sees it, waits on it or is told it exists.
+    tenant: str = LOCAL_TENANT
+    #: Created with the tenant's own gateway key: polled only while that key is in memory.
+    own_key: bool = False
 
     @property
     def id(self) -> str:
@@ -118,6 +126,8 @@ class UploadRecord:
     height: int | None
     created_at: float
     changes: tuple[str, ...]  # what we did to the file before uploading (e.g. "converted HEIC to JPEG")
+    #: Who uploaded it: the cache answers only that tenant (another learns nothing of its files).
+    tenant: str = LOCAL_TENANT
 
 
 @dataclass(frozen=True)
@@ -185,6 +195,8 @@ class Submission:
     cost_micro_usd: int
     spender: str
     continues: str | None = None
+    tenant: str = LOCAL_TENANT
+    own_key: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,6 +209,8 @@ class SpendLimit:
     limit_micro: int
     since: float | None
     spender: str | None
+    #: Only this tenant's rows count (``None``: every row; the stdio server's one user).
+    tenant: str | None = None
 
 
 @dataclass(frozen=True)

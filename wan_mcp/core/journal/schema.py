@@ -92,6 +92,34 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 3: films. A shot made with continue_from names the task it continues; a joined film is a row
     # of its own (mode 'film', its parts in payload) so list_tasks and get_task_status show it.
     ("ALTER TABLE tasks ADD COLUMN continues TEXT",),
+    # 4: tenants. Every row belongs to one principal (stdio's one user, and every older row, is
+    # 'local'); own_key marks a task made with the tenant's own gateway key. An upload is reused
+    # only by the tenant that sent it, and a confirm token answers only the tenant it was given to.
+    (
+        "ALTER TABLE tasks ADD COLUMN tenant TEXT NOT NULL DEFAULT 'local'",
+        "ALTER TABLE tasks ADD COLUMN own_key INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX tasks_tenant_created ON tasks (tenant, created_at)",
+        "ALTER TABLE confirmations ADD COLUMN tenant TEXT NOT NULL DEFAULT 'local'",
+        """
+        CREATE TABLE uploads_by_tenant (
+            tenant     TEXT NOT NULL,
+            sha256     TEXT NOT NULL,
+            kind       TEXT NOT NULL CHECK (kind IN ('image', 'video')),
+            url        TEXT NOT NULL,
+            mime_type  TEXT NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            width      INTEGER,
+            height     INTEGER,
+            created_at REAL NOT NULL,
+            changes    TEXT NOT NULL DEFAULT '[]',
+            PRIMARY KEY (tenant, sha256, kind)
+        ) WITHOUT ROWID
+        """,
+        "INSERT INTO uploads_by_tenant SELECT 'local', sha256, kind, url, mime_type, size_bytes, width, height, "
+        "created_at, changes FROM uploads",
+        "DROP TABLE uploads",
+        "ALTER TABLE uploads_by_tenant RENAME TO uploads",
+    ),
 )
 
 #: The schema version this code writes; a file with a higher ``user_version`` is refused.
@@ -100,11 +128,11 @@ SCHEMA_VERSION: Final = len(_MIGRATIONS)
 _TASK_COLUMNS: Final = (
     "business_id, task_id, model, mode, status, progress, payload, fingerprint, created_at, updated_at, "
     "video_url, expires_at, error_code, error_message, local_path, sha256, size_bytes, cost_micro_usd, spender, "
-    "continues"
+    "continues, tenant, own_key"
 )
 
 
-def _list_sql(*, by_status: bool, paged: bool) -> str:
+def _list_sql(*, by_status: bool, paged: bool, by_tenant: bool = False) -> str:
     """The SQL behind :meth:`SqliteJournal.list`; a function so a test can EXPLAIN exactly it.
 
     ``ORDER BY created_at DESC, rowid DESC`` is satisfied by walking ``tasks_created`` (or
@@ -112,6 +140,8 @@ def _list_sql(*, by_status: bool, paged: bool) -> str:
     so the cost is O(limit) however long the journal grows.
     """
     where: builtins.list[str] = []
+    if by_tenant:
+        where.append("tenant = :tenant")
     if by_status:
         where.append("status = :status")
     if paged:

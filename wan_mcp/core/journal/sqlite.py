@@ -38,6 +38,7 @@ from wan_mcp.core.journal.records import (
     ACTIVE,
     DUPLICATE_BLIND,
     FILM_MODE,
+    LOCAL_TENANT,
     STATUSES,
     TERMINAL,
     UNSETTLED,
@@ -97,6 +98,8 @@ def _row_to_task(row: sqlite3.Row) -> TaskRecord:
         cost_micro_usd=int(row["cost_micro_usd"] or 0),
         spender=row["spender"] or "",
         continues=row["continues"],
+        tenant=row["tenant"],
+        own_key=bool(row["own_key"]),
     )
 
 
@@ -116,6 +119,7 @@ def _row_to_upload(row: sqlite3.Row) -> UploadRecord:
         height=row["height"],
         created_at=row["created_at"],
         changes=tuple(json.loads(row["changes"])),
+        tenant=row["tenant"],
     )
 
 
@@ -268,7 +272,14 @@ class SqliteJournal:
     # --- submissions --------------------------------------------------------------
 
     async def record_submission(
-        self, *, business_id: str, model: str, mode: str, payload: dict[str, Any], fingerprint: str
+        self,
+        *,
+        business_id: str,
+        model: str,
+        mode: str,
+        payload: dict[str, Any],
+        fingerprint: str,
+        tenant: str = LOCAL_TENANT,
     ) -> TaskRecord:
         """Commit the ``submitting`` row before the POST leaves, so a crash mid-call is recoverable.
 
@@ -284,16 +295,16 @@ class SqliteJournal:
             try:
                 cur = conn.execute(
                     f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, NULL, ?, ?, 'submitting', NULL, "  # noqa: S608
-                    "?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, '', NULL)",
-                    (business_id, model, mode, body, fingerprint, now, now),
+                    "?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, '', NULL, ?, 0)",
+                    (business_id, model, mode, body, fingerprint, now, now, tenant),
                 )
             except sqlite3.IntegrityError as exc:
                 # Recording the very same submission twice (e.g. two callers importing
                 # one foreign task id at once) is harmless: hand back the existing row.
                 same = conn.execute(
                     f"SELECT rowid AS rid, {_TASK_COLUMNS} FROM tasks WHERE business_id = ? "  # noqa: S608
-                    "AND model = ? AND mode = ? AND payload = ? AND fingerprint = ?",
-                    (business_id, model, mode, body, fingerprint),
+                    "AND model = ? AND mode = ? AND payload = ? AND fingerprint = ? AND tenant = ?",
+                    (business_id, model, mode, body, fingerprint, tenant),
                 ).fetchone()
                 if same is not None:
                     return _row_to_task(same)
@@ -425,17 +436,21 @@ class SqliteJournal:
 
     # --- reads --------------------------------------------------------------------
 
-    async def get(self, id_or_business_id: str) -> TaskRecord | None:
+    async def get(self, id_or_business_id: str, *, tenant: str | None = None) -> TaskRecord | None:
+        """The row by task id or business id; with ``tenant``, only if that tenant owns it."""
+
         def work(conn: sqlite3.Connection) -> TaskRecord | None:
             row = self._fetch_task(conn, id_or_business_id)
-            return None if row is None else _row_to_task(row)
+            if row is None or (tenant is not None and row["tenant"] != tenant):
+                return None
+            return _row_to_task(row)
 
         return await self._call(work)
 
     async def list(
-        self, *, status: str | None = None, limit: int = 20, before: float | None = None
+        self, *, status: str | None = None, limit: int = 20, before: float | None = None, tenant: str | None = None
     ) -> builtins.list[TaskRecord]:
-        """Newest first; ``before`` (a ``created_at``) pages further back.
+        """Newest first; ``before`` (a ``created_at``) pages further back; ``tenant`` lists only its rows.
 
         A bad ``status`` is the agent's input passed through, so it is answered as an
         invalid request naming the allowed values; ``limit`` is capped at 1000.
@@ -448,8 +463,8 @@ class SqliteJournal:
                 allowed=sorted(STATUSES),
                 hint="omit status to list every task",
             )
-        sql = _list_sql(by_status=status is not None, paged=before is not None)
-        params: dict[str, object] = {"limit": max(0, min(int(limit), _MAX_LIST_LIMIT))}
+        sql = _list_sql(by_status=status is not None, paged=before is not None, by_tenant=tenant is not None)
+        params: dict[str, object] = {"limit": max(0, min(int(limit), _MAX_LIST_LIMIT)), "tenant": tenant}
         if status is not None:
             params["status"] = status
         if before is not None:
@@ -477,25 +492,29 @@ class SqliteJournal:
 
         return await self._call(work)
 
-    async def find_recent_duplicate(self, fingerprint: str, within_seconds: float) -> TaskRecord | None:
-        """The newest task with this fingerprint created within the window that still counts.
+    async def find_recent_duplicate(
+        self, fingerprint: str, within_seconds: float, *, tenant: str = LOCAL_TENANT
+    ) -> TaskRecord | None:
+        """The newest task of ``tenant`` with this fingerprint created within the window that still counts.
 
         Rejected and failed rows never count (:data:`DUPLICATE_BLIND`): nothing was made, so
         sending the same request again is a fresh attempt, not a duplicate.
         """
 
         def work(conn: sqlite3.Connection) -> TaskRecord | None:
-            return self._duplicate(conn, fingerprint, within_seconds)
+            return self._duplicate(conn, fingerprint, within_seconds, tenant)
 
         return await self._call(work)
 
-    def _duplicate(self, conn: sqlite3.Connection, fingerprint: str, within_seconds: float) -> TaskRecord | None:
+    def _duplicate(
+        self, conn: sqlite3.Connection, fingerprint: str, within_seconds: float, tenant: str
+    ) -> TaskRecord | None:
         marks = ", ".join("?" for _ in DUPLICATE_BLIND)
         row = conn.execute(
             f"SELECT {_TASK_COLUMNS} FROM tasks "  # noqa: S608
-            f"WHERE fingerprint = ? AND created_at >= ? AND status NOT IN ({marks}) "
+            f"WHERE fingerprint = ? AND created_at >= ? AND tenant = ? AND status NOT IN ({marks}) "
             "ORDER BY created_at DESC, rowid DESC LIMIT 1",
-            (fingerprint, self._clock() - within_seconds, *sorted(DUPLICATE_BLIND)),
+            (fingerprint, self._clock() - within_seconds, tenant, *sorted(DUPLICATE_BLIND)),
         ).fetchone()
         return None if row is None else _row_to_task(row)
 
@@ -524,11 +543,11 @@ class SqliteJournal:
         def reserve(conn: sqlite3.Connection) -> Reservation:
             now = self._clock()
             if sub.fingerprint:
-                existing = self._duplicate(conn, sub.fingerprint, dedupe_within)
+                existing = self._duplicate(conn, sub.fingerprint, dedupe_within, sub.tenant)
                 if existing is not None:
                     return Duplicate(existing)
             if confirm_token_sha256 is not None:
-                refused = self._check_token(conn, confirm_token_sha256, sub.fingerprint, now)
+                refused = self._check_token(conn, confirm_token_sha256, sub.fingerprint, sub.tenant, now)
                 if refused is not None:
                     return refused
             for limit in limits:
@@ -539,10 +558,10 @@ class SqliteJournal:
                 conn.execute("UPDATE confirmations SET used_at = ? WHERE token_sha256 = ?", (now, confirm_token_sha256))
             cur = conn.execute(
                 f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, NULL, ?, ?, 'submitting', NULL, "  # noqa: S608
-                "?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ?, ?, ?)",
+                "?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ?, ?, ?, ?, ?)",
                 (
                     *(sub.business_id, sub.model, sub.mode, body, sub.fingerprint, now, now),
-                    *(sub.cost_micro_usd, sub.spender, sub.continues),
+                    *(sub.cost_micro_usd, sub.spender, sub.continues, sub.tenant, int(sub.own_key)),
                 ),
             )
             assert cur.lastrowid is not None
@@ -568,6 +587,9 @@ class SqliteJournal:
         if limit.spender is not None:
             where.append("spender = ?")
             params.append(limit.spender)
+        if limit.tenant is not None:
+            where.append("tenant = ?")
+            params.append(limit.tenant)
         row = conn.execute(
             f"SELECT COALESCE(SUM(cost_micro_usd), 0) FROM tasks WHERE {' AND '.join(where)}",  # noqa: S608
             params,
@@ -575,27 +597,36 @@ class SqliteJournal:
         return int(row[0])
 
     async def add_confirmation(
-        self, token_sha256: str, *, fingerprint: str, cost_micro_usd: int, expires_at: float
+        self,
+        token_sha256: str,
+        *,
+        fingerprint: str,
+        cost_micro_usd: int,
+        expires_at: float,
+        tenant: str = LOCAL_TENANT,
     ) -> None:
-        """Remember a confirm token (by digest) for the request with ``fingerprint``; purge old ones."""
+        """Remember a confirm token (by digest) for ``tenant``'s request with ``fingerprint``; purge old ones."""
 
         def add(conn: sqlite3.Connection) -> None:
             now = self._clock()
             conn.execute("DELETE FROM confirmations WHERE expires_at < ?", (now - 86_400,))
             conn.execute(
-                "INSERT INTO confirmations (token_sha256, fingerprint, cost_micro_usd, created_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (token_sha256, fingerprint, cost_micro_usd, now, expires_at),
+                "INSERT INTO confirmations (token_sha256, fingerprint, cost_micro_usd, created_at, expires_at, tenant) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (token_sha256, fingerprint, cost_micro_usd, now, expires_at, tenant),
             )
 
         await self._transaction(add, durable=False)
 
     @staticmethod
-    def _check_token(conn: sqlite3.Connection, digest: str, fingerprint: str, now: float) -> TokenRefused | None:
+    def _check_token(
+        conn: sqlite3.Connection, digest: str, fingerprint: str, tenant: str, now: float
+    ) -> TokenRefused | None:
         row = conn.execute(
-            "SELECT fingerprint, expires_at, used_at FROM confirmations WHERE token_sha256 = ?", (digest,)
+            "SELECT fingerprint, expires_at, used_at FROM confirmations WHERE token_sha256 = ? AND tenant = ?",
+            (digest, tenant),
         ).fetchone()
-        if row is None:
+        if row is None:  # another tenant's token is as unknown as a forged one
             return TokenRefused("unknown")
         if row["used_at"] is not None:
             return TokenRefused("used")
@@ -608,7 +639,14 @@ class SqliteJournal:
     # --- films --------------------------------------------------------------------
 
     async def record_film(
-        self, film_id: str, *, payload: dict[str, Any], local_path: str, sha256: str, size_bytes: int
+        self,
+        film_id: str,
+        *,
+        payload: dict[str, Any],
+        local_path: str,
+        sha256: str,
+        size_bytes: int,
+        tenant: str = LOCAL_TENANT,
     ) -> TaskRecord:
         """A joined film, made here: a completed row of its own (mode ``film``, no upstream task).
 
@@ -621,8 +659,8 @@ class SqliteJournal:
             now = self._clock()
             cur = conn.execute(
                 f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, ?, 'join', ?, 'completed', 100, "  # noqa: S608
-                "?, '', ?, ?, NULL, NULL, NULL, NULL, ?, ?, ?, 0, '', NULL)",
-                (film_id, film_id, FILM_MODE, body, now, now, local_path, sha256, size_bytes),
+                "?, '', ?, ?, NULL, NULL, NULL, NULL, ?, ?, ?, 0, '', NULL, ?, 0)",
+                (film_id, film_id, FILM_MODE, body, now, now, local_path, sha256, size_bytes, tenant),
             )
             assert cur.lastrowid is not None
             return self._reload(conn, cur.lastrowid)
@@ -631,12 +669,12 @@ class SqliteJournal:
 
     # --- uploads ------------------------------------------------------------------
 
-    async def get_upload(self, sha256: str, kind: str) -> UploadRecord | None:
+    async def get_upload(self, sha256: str, kind: str, *, tenant: str = LOCAL_TENANT) -> UploadRecord | None:
         def work(conn: sqlite3.Connection) -> UploadRecord | None:
             row = conn.execute(
-                "SELECT sha256, kind, url, mime_type, size_bytes, width, height, created_at, changes "
-                "FROM uploads WHERE sha256 = ? AND kind = ?",
-                (sha256, kind),
+                "SELECT sha256, kind, url, mime_type, size_bytes, width, height, created_at, changes, tenant "
+                "FROM uploads WHERE tenant = ? AND sha256 = ? AND kind = ?",
+                (tenant, sha256, kind),
             ).fetchone()
             return None if row is None else _row_to_upload(row)
 
@@ -650,8 +688,8 @@ class SqliteJournal:
             def put() -> None:
                 conn.execute(
                     "INSERT OR REPLACE INTO uploads "
-                    "(sha256, kind, url, mime_type, size_bytes, width, height, created_at, changes) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "(sha256, kind, url, mime_type, size_bytes, width, height, created_at, changes, tenant) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         rec.sha256,
                         rec.kind,
@@ -662,6 +700,7 @@ class SqliteJournal:
                         rec.height,
                         rec.created_at,
                         changes,
+                        rec.tenant,
                     ),
                 )
 

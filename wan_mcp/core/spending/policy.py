@@ -8,7 +8,7 @@ session" mean and on which setting raises which limit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final, Literal
 
@@ -45,6 +45,8 @@ class SpendingPolicy:
     confirm_above_micro: int | None
     read_only: bool
     session: str
+    #: Whose rows the budgets count (``None``: every row).
+    tenant: str | None = None
 
     @classmethod
     def from_usd(
@@ -68,10 +70,23 @@ class SpendingPolicy:
         """The budgets in force at ``now``, daily first (the one a user most often meets)."""
         out: list[SpendLimit] = []
         if self.daily_micro is not None:
-            out.append(SpendLimit("daily", self.daily_micro, since=day_start(now), spender=None))
+            out.append(SpendLimit("daily", self.daily_micro, since=day_start(now), spender=None, tenant=self.tenant))
         if self.session_micro is not None:
-            out.append(SpendLimit("session", self.session_micro, since=None, spender=self.session))
+            out.append(SpendLimit("session", self.session_micro, since=None, spender=self.session, tenant=self.tenant))
         return out
+
+    def for_tenant(
+        self, tenant: str, *, daily_usd: float | None, session_usd: float | None, remote: bool
+    ) -> SpendingPolicy:
+        """This policy as ``tenant`` lives it: its own rows, its own budgets where the owner set them
+        (``None`` keeps the server's), and for a remote tenant a session of its own in this process."""
+        return replace(
+            self,
+            daily_micro=self.daily_micro if daily_usd is None else _micro(daily_usd),
+            session_micro=self.session_micro if session_usd is None else _micro(session_usd),
+            session=f"{self.session}:{tenant}" if remote else self.session,
+            tenant=tenant,
+        )
 
     def needs_confirmation(self, micro_usd: int) -> bool:
         return self.confirm_above_micro is not None and micro_usd > self.confirm_above_micro
@@ -83,8 +98,8 @@ class SpendingPolicy:
     def usage_scopes(self, now: float) -> list[SpendLimit]:
         """Both scopes, limited or not (``get_usage`` shows today's and this session's spend)."""
         return [
-            SpendLimit("daily", self.daily_micro or 0, since=day_start(now), spender=None),
-            SpendLimit("session", self.session_micro or 0, since=None, spender=self.session),
+            SpendLimit("daily", self.daily_micro or 0, since=day_start(now), spender=None, tenant=self.tenant),
+            SpendLimit("session", self.session_micro or 0, since=None, spender=self.session, tenant=self.tenant),
         ]
 
 
