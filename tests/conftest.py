@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
+
+from tests.journal_stores import BACKENDS, Store
+from tests.pg import PostgresServer
 
 # The suite gates every submission, so property tests are derandomized: the same examples
 # every run (a new bug then fails every run, never one run in five). Explore beyond them with
@@ -36,3 +41,23 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     scheduling any more (timing rules run on a virtual clock), and on CI's 2 cores this is 4.
     """
     return 2 * (os.cpu_count() or 1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL per test worker, started on first use; skipped (with the reason) if not installed."""
+    try:
+        server = PostgresServer()
+    except FileNotFoundError as missing:
+        pytest.skip(str(missing))
+    with server:
+        yield server
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """A fresh, empty journal storage on each backend (the journal contract runs on both)."""
+    if request.param == "sqlite":
+        return Store("sqlite", str(tmp_path / "data" / "journal.sqlite3"))
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return Store("postgres", server.schema_url())

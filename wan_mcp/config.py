@@ -91,6 +91,11 @@ class Settings(BaseSettings):
 
     # --- where things live --------------------------------------------------------
     data_dir: Path = Field(default_factory=default_data_dir, description="Journal (SQLite) location.")
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://user:password@host:port/db: the journal in PostgreSQL, shared by replicas "
+        "(needs wan-mcp[postgres]); unset: SQLite in the data dir.",
+    )
     output_dir: Path | None = Field(default=None, description="Downloads; default <data_dir>/videos.")
     allowed_dirs: list[Path] | None = Field(
         default=None,
@@ -243,6 +248,12 @@ class Settings(BaseSettings):
             register_secret(self.api_key.get_secret_value())
         for token in self.http_token:
             register_secret(token.get_secret_value())
+        if self.database_url is not None:  # the whole URL and the password in it
+            from urllib.parse import unquote, urlsplit
+
+            url = self.database_url.get_secret_value()
+            register_secret(url)
+            register_secret(unquote(urlsplit(url).password or ""))
         return self
 
     @classmethod

@@ -143,6 +143,20 @@ def _token_check(settings: Settings) -> Check:
     return (True, "http token", f"{len(settings.http_token)} configured ({prints})")
 
 
+async def _journal_check(settings: Settings) -> Check:
+    """Where the journal lives; a PostgreSQL one is connected to (and migrated) as the server would."""
+    if settings.database_url is None:
+        return (True, "journal", f"SQLite {settings.journal_path}")
+    from wan_mcp.server.app import open_journal
+
+    try:
+        journal = await open_journal(settings)
+    except WanError as err:
+        return (False, "journal", err.render())
+    await journal.close()
+    return (True, "journal", "PostgreSQL (WAN_MCP_DATABASE_URL): connected, schema up to date")
+
+
 def _tenants_check(settings: Settings) -> Check:
     """The tenants file (names, own-key env vars set) and OAuth sign-in, as the HTTP server will read them."""
     from wan_mcp.server.tenants_file import load_tenants
@@ -264,6 +278,7 @@ def run_doctor() -> int:
         )
     checks.append(_token_check(settings))
     checks.append(_tenants_check(settings))
+    checks.append(anyio.run(_journal_check, settings))
     checks.extend(_spending_checks(settings))
     checks.extend(anyio.run(_gateway_checks, settings))
     for ok, label, detail in checks:

@@ -28,11 +28,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.journal_stores import Store
 from wan_mcp.core.journal import (
     SCHEMA_VERSION,
     TERMINAL,
     Observation,
     SqliteJournal,
+    TaskJournal,
     TaskRecord,
     TaskStatus,
     UploadRecord,
@@ -56,8 +58,9 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def journal(db_path: Path) -> AsyncIterator[SqliteJournal]:
-    j = await SqliteJournal.open(db_path)
+async def journal(store: Store) -> AsyncIterator[TaskJournal]:
+    """A journal on each backend: every test taking it is part of the journal contract."""
+    j = await store.open()
     try:
         yield j
     finally:
@@ -83,7 +86,7 @@ def payload(prompt: str = "a cat surfing at sunset") -> dict[str, Any]:
     return {"model": "wan2.6-t2v", "prompt": prompt, "duration": 5, "size": "1280*720"}
 
 
-async def submit(j: SqliteJournal, business_id: str | None = None, prompt: str = "a cat") -> TaskRecord:
+async def submit(j: TaskJournal, business_id: str | None = None, prompt: str = "a cat") -> TaskRecord:
     body = payload(prompt)
     return await j.record_submission(
         business_id=business_id or f"biz-{uuid.uuid4().hex}",
@@ -248,7 +251,7 @@ async def test_closed_journal_raises_journal_error_and_close_is_idempotent(db_pa
 # --- lifecycle ------------------------------------------------------------------------------
 
 
-async def test_full_lifecycle(journal: SqliteJournal) -> None:
+async def test_full_lifecycle(journal: TaskJournal) -> None:
     body = {
         "model": "wan2.6-i2v",
         "prompt": "雪の中の狐",
@@ -293,7 +296,7 @@ async def test_full_lifecycle(journal: SqliteJournal) -> None:
     assert await journal.get("nope") is None
 
 
-async def test_unknown_id_updates_are_not_found(journal: SqliteJournal) -> None:
+async def test_unknown_id_updates_are_not_found(journal: TaskJournal) -> None:
     for call in (
         journal.observe("ghost", Observation(status="queued")),
         journal.attach_task("ghost", task_id="t", status="queued"),
@@ -306,7 +309,7 @@ async def test_unknown_id_updates_are_not_found(journal: SqliteJournal) -> None:
         assert info.value.task_id == "ghost"
 
 
-async def test_duplicate_business_id(journal: SqliteJournal) -> None:
+async def test_duplicate_business_id(journal: TaskJournal) -> None:
     first = await submit(journal, "biz-dup")
     await journal.attach_task("biz-dup", task_id="t-dup", status="queued")
     # The identical submission again (two callers importing one task at once): the existing row.
@@ -319,7 +322,7 @@ async def test_duplicate_business_id(journal: SqliteJournal) -> None:
     assert [r.payload["prompt"] for r in await journal.list()] == ["a cat"]
 
 
-async def test_attach_is_idempotent_and_never_rebinds(journal: SqliteJournal) -> None:
+async def test_attach_is_idempotent_and_never_rebinds(journal: TaskJournal) -> None:
     await submit(journal, "biz-a")
     await submit(journal, "biz-b")
     await journal.attach_task("biz-a", task_id="t-a", status="queued")
@@ -335,7 +338,7 @@ async def test_attach_is_idempotent_and_never_rebinds(journal: SqliteJournal) ->
     assert (await journal.get("biz-b")).task_id is None  # type: ignore[union-attr]
 
 
-async def test_unconfirmed_and_rejected(journal: SqliteJournal) -> None:
+async def test_unconfirmed_and_rejected(journal: TaskJournal) -> None:
     await submit(journal, "biz-u")
     await submit(journal, "biz-r")
     await submit(journal, "biz-ok")
@@ -361,7 +364,7 @@ async def test_unconfirmed_and_rejected(journal: SqliteJournal) -> None:
     assert await journal.unsettled() == []
 
 
-async def test_attach_revives_a_wrongly_rejected_row(journal: SqliteJournal) -> None:
+async def test_attach_revives_a_wrongly_rejected_row(journal: TaskJournal) -> None:
     """A task id proves the gateway accepted the job; hiding a paid job is the worse error."""
     await submit(journal, "biz-x")
     await journal.mark_rejected("biz-x", error_code="invalid_request", error_message="?")
@@ -369,7 +372,7 @@ async def test_attach_revives_a_wrongly_rejected_row(journal: SqliteJournal) -> 
     assert (rec.status, rec.task_id, rec.error_code) == ("queued", "t-x", None)
 
 
-async def test_terminal_rows_never_regress(journal: SqliteJournal) -> None:
+async def test_terminal_rows_never_regress(journal: TaskJournal) -> None:
     await submit(journal, "biz-c")
     await journal.attach_task("biz-c", task_id="t-c", status="queued")
     done = await journal.observe(
@@ -395,7 +398,7 @@ async def test_terminal_rows_never_regress(journal: SqliteJournal) -> None:
     assert (await journal.observe("t-f", Observation(status="completed", video_url="https://late"))) == failed
 
 
-async def test_progress_and_status_only_move_forward(journal: SqliteJournal) -> None:
+async def test_progress_and_status_only_move_forward(journal: TaskJournal) -> None:
     await submit(journal, "biz-p")
     await journal.attach_task("biz-p", task_id="t-p", status="queued")
     assert (await journal.observe("t-p", Observation(status="in_progress", progress=60))).progress == 60
@@ -425,7 +428,7 @@ observation = st.tuples(
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(observations=st.lists(observation, min_size=1, max_size=12))
 async def test_any_order_of_observations_is_monotonic(
-    journal: SqliteJournal, observations: list[tuple[TaskStatus, int | None, str | None]]
+    journal: TaskJournal, observations: list[tuple[TaskStatus, int | None, str | None]]
 ) -> None:
     rank = {"submitting": 0, "unconfirmed": 0, "queued": 1, "in_progress": 2}
     biz = f"biz-{uuid.uuid4().hex}"
@@ -449,12 +452,12 @@ async def test_any_order_of_observations_is_monotonic(
 # --- durability -----------------------------------------------------------------------------
 
 
-async def test_rows_survive_close_and_reopen(db_path: Path) -> None:
-    j = await SqliteJournal.open(db_path)
+async def test_rows_survive_close_and_reopen(store: Store) -> None:
+    j = await store.open()
     a = await submit(j, "biz-1")
     b = await j.attach_task((await submit(j, "biz-2")).business_id, task_id="t-2", status="queued")
     await j.close()
-    j = await SqliteJournal.open(db_path)
+    j = await store.open()
     assert await j.get("biz-1") == a
     assert await j.get("t-2") == b
     await j.close()
@@ -526,7 +529,7 @@ async def test_two_processes_writing_concurrently(db_path: Path) -> None:
     await j.close()
 
 
-async def test_concurrent_calls_in_one_process(journal: SqliteJournal) -> None:
+async def test_concurrent_calls_in_one_process(journal: TaskJournal) -> None:
     async with anyio.create_task_group() as tg:
         for i in range(100):
             tg.start_soon(submit, journal, f"biz-{i:03d}")
@@ -536,9 +539,9 @@ async def test_concurrent_calls_in_one_process(journal: SqliteJournal) -> None:
 # --- list, duplicates, uploads --------------------------------------------------------------
 
 
-async def test_list_filters_and_pages(db_path: Path) -> None:
+async def test_list_filters_and_pages(store: Store) -> None:
     clock = FakeClock()
-    j = await SqliteJournal.open(db_path, clock=clock)
+    j = await store.open(clock=clock)
     for i in range(10):
         clock.now += 1
         await submit(j, f"biz-{i}")
@@ -559,9 +562,9 @@ async def test_list_filters_and_pages(db_path: Path) -> None:
     await j.close()
 
 
-async def test_find_recent_duplicate(db_path: Path) -> None:
+async def test_find_recent_duplicate(store: Store) -> None:
     clock = FakeClock()
-    j = await SqliteJournal.open(db_path, clock=clock)
+    j = await store.open(clock=clock)
     first = await submit(j, "biz-1", prompt="same")
     clock.now += 10
     second = await submit(j, "biz-2", prompt="same")
@@ -575,7 +578,7 @@ async def test_find_recent_duplicate(db_path: Path) -> None:
     await j.close()
 
 
-async def test_uploads(journal: SqliteJournal) -> None:
+async def test_uploads(journal: TaskJournal) -> None:
     sha = "c0ffee" * 10
     assert await journal.get_upload(sha, "image") is None
     rec = UploadRecord(
@@ -610,10 +613,10 @@ async def test_uploads(journal: SqliteJournal) -> None:
 # --- download leases ------------------------------------------------------------------------
 
 
-async def test_download_lease_between_two_journals_on_one_file(db_path: Path) -> None:
+async def test_download_lease_between_two_journals_on_one_file(store: Store) -> None:
     clock = FakeClock()
-    a = await SqliteJournal.open(db_path, clock=clock)
-    b = await SqliteJournal.open(db_path, clock=clock)
+    a = await store.open(clock=clock)
+    b = await store.open(clock=clock)
     assert await a.claim_download("t-1", "proc-a", ttl_seconds=30)
     assert not await b.claim_download("t-1", "proc-b", ttl_seconds=30)
     assert await b.claim_download("t-2", "proc-b", ttl_seconds=30)  # other tasks are independent
@@ -631,11 +634,11 @@ async def test_download_lease_between_two_journals_on_one_file(db_path: Path) ->
     await b.close()
 
 
-async def test_download_lease_race_has_one_winner(db_path: Path) -> None:
-    journals = [await SqliteJournal.open(db_path) for _ in range(4)]
+async def test_download_lease_race_has_one_winner(store: Store) -> None:
+    journals = [await store.open() for _ in range(4)]
     wins: list[str] = []
 
-    async def contend(j: SqliteJournal, owner: str) -> None:
+    async def contend(j: TaskJournal, owner: str) -> None:
         if await j.claim_download("t-race", owner, ttl_seconds=60):
             wins.append(owner)
 
@@ -719,3 +722,35 @@ async def test_list_on_100k_rows_is_index_backed(db_path: Path) -> None:
     print()
     for name, samples in timings.items():
         print(f"journal.list({name}) at 100k rows: p50 {statistics.median(samples) * 1e3:.3f} ms")
+
+
+async def test_writers_racing_on_one_submission_and_one_task_leave_one_merged_row(store: Store) -> None:
+    """Two journals (two processes, or two replicas on PostgreSQL) write the same things at once."""
+    a, b = await store.open(), await store.open()
+    try:
+        made: list[TaskRecord] = []
+
+        async def record(j: TaskJournal) -> None:
+            made.append(await submit(j, "biz-same"))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(record, a if i % 2 else b)
+        assert len({(r.business_id, r.created_at) for r in made}) == 1  # one row, handed to every writer
+        await a.attach_task("biz-same", task_id="t-race", status="queued")
+
+        news = [Observation("in_progress", progress=p) for p in range(0, 100, 10)]
+        news.append(Observation("completed", progress=100, video_url="https://files.example/v.mp4"))
+        news.append(Observation("failed", error_code="late", error_message="a stale story"))
+        async with anyio.create_task_group() as tg:
+            for i, observation in enumerate(news * 3):
+                tg.start_soon((a if i % 2 else b).observe, "t-race", observation)
+        row = await b.get("t-race")
+        assert row is not None
+        # Whichever terminal story landed first stays; either way progress and URL rules held.
+        assert row.status in ("completed", "failed")
+        if row.status == "completed":
+            assert row.video_url == "https://files.example/v.mp4" and row.progress == 100
+    finally:
+        await a.close()
+        await b.close()

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import anyio
 import pytest
 
+from tests.journal_stores import Store
 from wan_mcp.core.journal import (
     Duplicate,
     OverBudget,
     Reserved,
     SpendLimit,
-    SqliteJournal,
     Submission,
+    TaskJournal,
     TokenRefused,
 )
 from wan_mcp.core.spending import day_start, token_digest
@@ -36,8 +36,9 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
-    j = await SqliteJournal.open(tmp_path / "journal.sqlite3")
+async def journal(store: Store) -> AsyncIterator[TaskJournal]:
+    """A journal on each backend: these tests are part of the journal contract."""
+    j = await store.open()
     try:
         yield j
     finally:
@@ -60,7 +61,7 @@ def daily(limit: int) -> SpendLimit:
     return SpendLimit("daily", limit, since=0.0, spender=None)
 
 
-async def test_reserve_writes_the_submission_with_its_cost(journal: SqliteJournal) -> None:
+async def test_reserve_writes_the_submission_with_its_cost(journal: TaskJournal) -> None:
     outcome = await journal.reserve(sub(), limits=[daily(10 * JOB)], dedupe_within=WINDOW)
     assert isinstance(outcome, Reserved)
     rec = outcome.record
@@ -69,7 +70,7 @@ async def test_reserve_writes_the_submission_with_its_cost(journal: SqliteJourna
     assert await journal.spent([daily(0)]) == [JOB]
 
 
-async def test_a_budget_stops_exactly_at_its_limit(journal: SqliteJournal) -> None:
+async def test_a_budget_stops_exactly_at_its_limit(journal: TaskJournal) -> None:
     limits = [daily(3 * JOB)]
     outcomes = [await journal.reserve(sub(), limits=limits, dedupe_within=WINDOW) for _ in range(5)]
     assert [type(o) for o in outcomes] == [Reserved, Reserved, Reserved, OverBudget, OverBudget]
@@ -80,7 +81,7 @@ async def test_a_budget_stops_exactly_at_its_limit(journal: SqliteJournal) -> No
     assert isinstance(await journal.reserve(sub(cost=500_000), limits=tight, dedupe_within=WINDOW), Reserved)
 
 
-async def test_the_session_budget_counts_only_its_spender(journal: SqliteJournal) -> None:
+async def test_the_session_budget_counts_only_its_spender(journal: TaskJournal) -> None:
     session = SpendLimit("session", 2 * JOB, since=None, spender="me")
     for _ in range(3):
         assert isinstance(await journal.reserve(sub(spender="other"), limits=[session], dedupe_within=WINDOW), Reserved)
@@ -90,7 +91,7 @@ async def test_the_session_budget_counts_only_its_spender(journal: SqliteJournal
     assert isinstance(over, OverBudget) and over.limit.name == "session" and over.spent_micro == 2 * JOB
 
 
-async def test_rejected_is_released_unconfirmed_and_failed_are_kept(journal: SqliteJournal) -> None:
+async def test_rejected_is_released_unconfirmed_and_failed_are_kept(journal: TaskJournal) -> None:
     ids = []
     for _ in range(3):
         outcome = await journal.reserve(sub(), limits=[], dedupe_within=WINDOW)
@@ -101,9 +102,9 @@ async def test_rejected_is_released_unconfirmed_and_failed_are_kept(journal: Sql
     assert await journal.spent([daily(0)]) == [2 * JOB]  # the rejected one provably cost nothing
 
 
-async def test_yesterday_does_not_count_today(tmp_path: Path) -> None:
+async def test_yesterday_does_not_count_today(store: Store) -> None:
     now = [1_800_000_000.0]
-    j = await SqliteJournal.open(tmp_path / "j.sqlite3", clock=lambda: now[0])
+    j = await store.open(clock=lambda: now[0])
     try:
         await j.reserve(sub(), limits=[], dedupe_within=WINDOW)
         now[0] += 86_400
@@ -114,7 +115,7 @@ async def test_yesterday_does_not_count_today(tmp_path: Path) -> None:
         await j.close()
 
 
-async def test_an_identical_request_gets_the_existing_row_not_a_second_spend(journal: SqliteJournal) -> None:
+async def test_an_identical_request_gets_the_existing_row_not_a_second_spend(journal: TaskJournal) -> None:
     first = await journal.reserve(sub("same"), limits=[daily(JOB)], dedupe_within=WINDOW)
     again = await journal.reserve(sub("same"), limits=[daily(JOB)], dedupe_within=WINDOW)
     assert isinstance(first, Reserved) and isinstance(again, Duplicate)
@@ -125,14 +126,14 @@ async def test_an_identical_request_gets_the_existing_row_not_a_second_spend(jou
     assert isinstance(await journal.reserve(sub("same"), limits=[], dedupe_within=WINDOW), Reserved)
 
 
-async def test_concurrent_reservations_across_two_processes_never_pass_the_budget(tmp_path: Path) -> None:
+async def test_concurrent_reservations_across_two_processes_never_pass_the_budget(store: Store) -> None:
     """40 calls at once, half through each of two journal connections: exactly 7 fit in USD 5.25."""
-    a = await SqliteJournal.open(tmp_path / "shared.sqlite3")
-    b = await SqliteJournal.open(tmp_path / "shared.sqlite3")
+    a = await store.open()
+    b = await store.open()
     results: list[object] = []
     try:
 
-        async def one(j: SqliteJournal) -> None:
+        async def one(j: TaskJournal) -> None:
             results.append(await j.reserve(sub(), limits=[daily(7 * JOB)], dedupe_within=WINDOW))
 
         async with anyio.create_task_group() as tg:
@@ -146,13 +147,13 @@ async def test_concurrent_reservations_across_two_processes_never_pass_the_budge
         await b.close()
 
 
-async def test_identical_concurrent_reservations_make_one_row(tmp_path: Path) -> None:
-    a = await SqliteJournal.open(tmp_path / "shared.sqlite3")
-    b = await SqliteJournal.open(tmp_path / "shared.sqlite3")
+async def test_identical_concurrent_reservations_make_one_row(store: Store) -> None:
+    a = await store.open()
+    b = await store.open()
     results: list[object] = []
     try:
 
-        async def one(j: SqliteJournal) -> None:
+        async def one(j: TaskJournal) -> None:
             results.append(await j.reserve(sub("same-request"), limits=[], dedupe_within=WINDOW))
 
         async with anyio.create_task_group() as tg:
@@ -168,9 +169,9 @@ async def test_identical_concurrent_reservations_make_one_row(tmp_path: Path) ->
         await b.close()
 
 
-async def test_a_confirm_token_is_single_use_and_bound_to_its_request(tmp_path: Path) -> None:
+async def test_a_confirm_token_is_single_use_and_bound_to_its_request(store: Store) -> None:
     now = [1_800_000_000.0]
-    j = await SqliteJournal.open(tmp_path / "j.sqlite3", clock=lambda: now[0])
+    j = await store.open(clock=lambda: now[0])
     try:
         token = token_digest("wct_one")
         await j.add_confirmation(token, fingerprint="req-a", cost_micro_usd=JOB, expires_at=now[0] + 600)

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.journal_stores import Store
 from wan_mcp.core.boundary import FileBoundary
 from wan_mcp.core.clock import VirtualClock
 from wan_mcp.core.journal import (
@@ -28,6 +29,7 @@ from wan_mcp.core.journal import (
     SpendLimit,
     SqliteJournal,
     Submission,
+    TaskJournal,
     TokenRefused,
     UploadRecord,
 )
@@ -41,8 +43,9 @@ JOB = 500_000  # USD 0.50 in micro-dollars
 
 
 @pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
-    j = await SqliteJournal.open(tmp_path / "journal.sqlite3")
+async def journal(store: Store) -> AsyncIterator[TaskJournal]:
+    """A journal on each backend: these tests are part of the journal contract."""
+    j = await store.open()
     try:
         yield j
     finally:
@@ -66,7 +69,7 @@ def daily(limit: int, tenant: str | None) -> SpendLimit:
     return SpendLimit("daily", limit, since=0.0, spender=None, tenant=tenant)
 
 
-async def test_rows_are_seen_only_by_their_tenant(journal: SqliteJournal) -> None:
+async def test_rows_are_seen_only_by_their_tenant(journal: TaskJournal) -> None:
     a = await journal.reserve(sub("alice"), limits=[], dedupe_within=600)
     assert isinstance(a, Reserved)
     await journal.attach_task(a.record.business_id, task_id="video_A", status="queued")
@@ -79,7 +82,7 @@ async def test_rows_are_seen_only_by_their_tenant(journal: SqliteJournal) -> Non
     assert (await journal.get("video_A")) is not None  # the tracker's unscoped read still works
 
 
-async def test_the_duplicate_guard_answers_only_the_same_tenant(journal: SqliteJournal) -> None:
+async def test_the_duplicate_guard_answers_only_the_same_tenant(journal: TaskJournal) -> None:
     first = await journal.reserve(sub("alice", "same"), limits=[], dedupe_within=600)
     assert isinstance(first, Reserved)
     assert isinstance(await journal.reserve(sub("alice", "same"), limits=[], dedupe_within=600), Duplicate)
@@ -88,7 +91,7 @@ async def test_the_duplicate_guard_answers_only_the_same_tenant(journal: SqliteJ
     assert await journal.find_recent_duplicate("same", 600, tenant="carol") is None
 
 
-async def test_budgets_count_only_their_tenants_spend(journal: SqliteJournal) -> None:
+async def test_budgets_count_only_their_tenants_spend(journal: TaskJournal) -> None:
     for _ in range(2):
         assert isinstance(await journal.reserve(sub("alice", uuid.uuid4().hex), limits=[], dedupe_within=0), Reserved)
     over = await journal.reserve(sub("alice", "x"), limits=[daily(2 * JOB, "alice")], dedupe_within=0)
@@ -98,7 +101,7 @@ async def test_budgets_count_only_their_tenants_spend(journal: SqliteJournal) ->
     assert await journal.spent([daily(0, "alice"), daily(0, "bob"), daily(0, None)]) == [2 * JOB, JOB, 3 * JOB]
 
 
-async def test_a_confirm_token_answers_only_its_tenant(journal: SqliteJournal) -> None:
+async def test_a_confirm_token_answers_only_its_tenant(journal: TaskJournal) -> None:
     await journal.add_confirmation("d" * 64, fingerprint="fp", cost_micro_usd=JOB, expires_at=4e9, tenant="alice")
     stolen = await journal.reserve(sub("bob"), limits=[], dedupe_within=0, confirm_token_sha256="d" * 64)
     assert stolen == TokenRefused("unknown")  # as unknown as a forged one
@@ -106,7 +109,7 @@ async def test_a_confirm_token_answers_only_its_tenant(journal: SqliteJournal) -
     assert isinstance(own, Reserved)
 
 
-async def test_the_upload_cache_answers_only_the_tenant_that_uploaded(journal: SqliteJournal) -> None:
+async def test_the_upload_cache_answers_only_the_tenant_that_uploaded(journal: TaskJournal) -> None:
     rec = UploadRecord("a" * 64, "image", "https://f/1.png", "image/png", 10, 1, 1, 1.0, (), tenant="alice")
     await journal.put_upload(rec)
     assert await journal.get_upload("a" * 64, "image", tenant="alice") == rec

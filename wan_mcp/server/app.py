@@ -20,11 +20,12 @@ from mcp.server.auth.settings import AuthSettings
 from wan_mcp import __version__
 from wan_mcp.config import Settings
 from wan_mcp.core.boundary import FileBoundary, UrlPolicy
-from wan_mcp.core.journal import SqliteJournal
+from wan_mcp.core.journal import SqliteJournal, TaskJournal
 from wan_mcp.core.service import ServiceOptions, VideoService
 from wan_mcp.core.spending import PriceTable
 from wan_mcp.core.tenancy import TENANTS_FOLDER
 from wan_mcp.core.tracker import PollTiming, TaskTracker
+from wan_mcp.errors import ErrorCode, WanError
 from wan_mcp.gateway.client import GatewayClient, RetryPolicy, make_http_client
 from wan_mcp.server.lifecycle import Lifecycle
 from wan_mcp.server.principals import Principals
@@ -74,7 +75,7 @@ async def open_service(
             api_key=settings.api_key,
             retry=RetryPolicy.from_settings(settings),
         )
-        journal = await SqliteJournal.open(settings.journal_path)
+        journal = await open_journal(settings)
         stack.push_async_callback(_shielded(journal.close))
         timing = PollTiming.from_settings(settings)
         tracker = await stack.enter_async_context(
@@ -99,6 +100,22 @@ async def open_service(
             prices=PriceTable.load(settings.prices_file),
         )
         yield service
+
+
+async def open_journal(settings: Settings) -> TaskJournal:
+    """SQLite in the data dir, or PostgreSQL when ``WAN_MCP_DATABASE_URL`` names one (loaded only then)."""
+    if settings.database_url is None:
+        return await SqliteJournal.open(settings.journal_path)
+    url = settings.database_url.get_secret_value()
+    try:
+        from wan_mcp.core.journal.postgres import PostgresJournal
+    except ImportError:
+        raise WanError(
+            ErrorCode.CONFIG,
+            "WAN_MCP_DATABASE_URL names a PostgreSQL journal, but its driver is not installed",
+            hint="pip install 'wan-mcp[postgres]' (psycopg 3), or unset WAN_MCP_DATABASE_URL to use SQLite",
+        ) from None
+    return await PostgresJournal.open(url)
 
 
 def _create_inbox(inbox: Path) -> None:

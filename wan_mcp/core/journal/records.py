@@ -7,9 +7,12 @@ cannot differ between the two (nor between SQLite and a second backend).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, Protocol, cast, get_args
+
+from wan_mcp.gateway.wire import unix_seconds
 
 __all__ = [
     "ACTIVE",
@@ -25,6 +28,7 @@ __all__ = [
     "OverBudget",
     "Reservation",
     "Reserved",
+    "RowLike",
     "SpendLimit",
     "Submission",
     "TaskRecord",
@@ -32,8 +36,13 @@ __all__ = [
     "TokenRefused",
     "UploadKind",
     "UploadRecord",
+    "attach_changes",
     "check_status",
+    "expiry_seconds",
     "merge",
+    "task_from_row",
+    "token_refusal",
+    "upload_from_row",
 ]
 
 TaskStatus = Literal["submitting", "unconfirmed", "rejected", "queued", "in_progress", "completed", "failed"]
@@ -174,6 +183,79 @@ def merge(row: TaskRecord, news: Observation) -> dict[str, Any]:
     return changes
 
 
+class RowLike(Protocol):
+    """A stored row read by column name (``sqlite3.Row``, a psycopg dict row)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def task_from_row(row: RowLike) -> TaskRecord:
+    """A ``tasks`` row as every backend stores it (payload as JSON text) -> :class:`TaskRecord`."""
+    return TaskRecord(
+        business_id=row["business_id"],
+        task_id=row["task_id"],
+        model=row["model"],
+        mode=row["mode"],
+        status=cast(TaskStatus, row["status"]),
+        progress=row["progress"],
+        payload=json.loads(row["payload"]),
+        fingerprint=row["fingerprint"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        video_url=row["video_url"],
+        expires_at=expiry_seconds(row["expires_at"]),
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        local_path=row["local_path"],
+        sha256=row["sha256"],
+        size_bytes=row["size_bytes"],
+        cost_micro_usd=int(row["cost_micro_usd"] or 0),
+        spender=row["spender"] or "",
+        continues=row["continues"],
+        tenant=row["tenant"],
+        own_key=bool(row["own_key"]),
+    )
+
+
+def upload_from_row(row: RowLike) -> UploadRecord:
+    return UploadRecord(
+        sha256=row["sha256"],
+        kind=cast(UploadKind, row["kind"]),
+        url=row["url"],
+        mime_type=row["mime_type"],
+        size_bytes=row["size_bytes"],
+        width=row["width"],
+        height=row["height"],
+        created_at=row["created_at"],
+        changes=tuple(json.loads(row["changes"])),
+        tenant=row["tenant"],
+    )
+
+
+def attach_changes(row: TaskRecord, status: TaskStatus, progress: int | None) -> dict[str, Any]:
+    """The fields attaching the gateway's task id changes (besides the id itself).
+
+    An unsettled or ``rejected`` row is settled now: a task id is proof the gateway accepted
+    the job, so the earlier "unconfirmed"/"rejected" diagnosis no longer applies (a paid job
+    must never stay hidden behind a wrong "nothing was billed"). Otherwise :func:`merge`.
+    """
+    if row.status in UNSETTLED or row.status == "rejected":
+        return {
+            "status": status,
+            "error_code": None,
+            "error_message": None,
+            "progress": progress if progress is not None else row.progress,
+        }
+    return merge(row, Observation(status=status, progress=progress))
+
+
+def expiry_seconds(value: object) -> int | None:
+    """A stored URL expiry as whole unix seconds, normalised on read by every backend: an older build
+    stored microseconds (read as the year 57877) and every view of such a task failed; the row heals."""
+    seconds = unix_seconds(value)
+    return None if seconds is None else int(seconds)
+
+
 def check_status(status: str) -> None:
     """Refuse an unknown status before it reaches storage (a typo would write a broken row)."""
     if status not in STATUSES:
@@ -237,3 +319,19 @@ class TokenRefused:
 
 
 Reservation = Reserved | Duplicate | OverBudget | TokenRefused
+
+
+def token_refusal(row: RowLike | None, fingerprint: str, now: float) -> TokenRefused | None:
+    """Why a confirm token (its stored ``confirmations`` row, or None) cannot pay for this request.
+
+    Another tenant's token is looked up as absent, so it is as unknown as a forged one.
+    """
+    if row is None:
+        return TokenRefused("unknown")
+    if row["used_at"] is not None:
+        return TokenRefused("used")
+    if row["fingerprint"] != fingerprint:
+        return TokenRefused("other_request")
+    if row["expires_at"] <= now:
+        return TokenRefused("expired")
+    return None

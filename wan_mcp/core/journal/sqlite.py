@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar, cast
+from typing import Any, Final, Literal, TypeVar
 
 import anyio
 
@@ -52,10 +52,13 @@ from wan_mcp.core.journal.records import (
     TaskRecord,
     TaskStatus,
     TokenRefused,
-    UploadKind,
     UploadRecord,
+    attach_changes,
     check_status,
     merge,
+    task_from_row,
+    token_refusal,
+    upload_from_row,
 )
 from wan_mcp.core.journal.schema import (
     _HINT_UNWRITABLE,
@@ -65,62 +68,12 @@ from wan_mcp.core.journal.schema import (
     _translate,
 )
 from wan_mcp.errors import ErrorCode, WanError
-from wan_mcp.gateway.wire import unix_seconds
 
 __all__ = ["SqliteJournal"]
 
 _MAX_LIST_LIMIT: Final = 1000
 
 T = TypeVar("T")
-
-
-def _row_to_task(row: sqlite3.Row) -> TaskRecord:
-    return TaskRecord(
-        business_id=row["business_id"],
-        task_id=row["task_id"],
-        model=row["model"],
-        mode=row["mode"],
-        status=cast(TaskStatus, row["status"]),
-        progress=row["progress"],
-        payload=json.loads(row["payload"]),
-        fingerprint=row["fingerprint"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        video_url=row["video_url"],
-        # Normalised on read too: an older build stored microsecond expiries (read as the year
-        # 57877) and every view of such a task failed; the row heals itself here.
-        expires_at=_seconds(row["expires_at"]),
-        error_code=row["error_code"],
-        error_message=row["error_message"],
-        local_path=row["local_path"],
-        sha256=row["sha256"],
-        size_bytes=row["size_bytes"],
-        cost_micro_usd=int(row["cost_micro_usd"] or 0),
-        spender=row["spender"] or "",
-        continues=row["continues"],
-        tenant=row["tenant"],
-        own_key=bool(row["own_key"]),
-    )
-
-
-def _seconds(value: object) -> int | None:
-    seconds = unix_seconds(value)
-    return None if seconds is None else int(seconds)
-
-
-def _row_to_upload(row: sqlite3.Row) -> UploadRecord:
-    return UploadRecord(
-        sha256=row["sha256"],
-        kind=cast(UploadKind, row["kind"]),
-        url=row["url"],
-        mime_type=row["mime_type"],
-        size_bytes=row["size_bytes"],
-        width=row["width"],
-        height=row["height"],
-        created_at=row["created_at"],
-        changes=tuple(json.loads(row["changes"])),
-        tenant=row["tenant"],
-    )
 
 
 class SqliteJournal:
@@ -262,7 +215,7 @@ class SqliteJournal:
     def _reload(conn: sqlite3.Connection, rid: int) -> TaskRecord:
         row = conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE rowid = ?", (rid,)).fetchone()  # noqa: S608
         assert row is not None  # we hold the write lock; the row cannot vanish
-        return _row_to_task(row)
+        return task_from_row(row)
 
     @staticmethod
     def _set(conn: sqlite3.Connection, rid: int, values: Mapping[str, object]) -> None:
@@ -307,7 +260,7 @@ class SqliteJournal:
                     (business_id, model, mode, body, fingerprint, tenant),
                 ).fetchone()
                 if same is not None:
-                    return _row_to_task(same)
+                    return task_from_row(same)
                 raise WanError(
                     ErrorCode.JOURNAL,
                     f"business id {business_id} is already in the task journal {self._path} for a different request",
@@ -357,16 +310,8 @@ class SqliteJournal:
                     hint="a wan-mcp bug or a gateway id collision; the recorded task is unaffected",
                     task_id=task_id,
                 )
-            now = self._clock()
-            current = row["status"]
-            values: dict[str, object] = {"task_id": task_id, "updated_at": now}
-            if current in UNSETTLED or current == "rejected":
-                # The submission is now settled: the earlier "unconfirmed"/"rejected"
-                # diagnosis no longer applies.
-                values.update(status=status, error_code=None, error_message=None)
-                values["progress"] = progress if progress is not None else row["progress"]
-            else:
-                values.update(merge(_row_to_task(row), Observation(status=status, progress=progress)))
+            values = {"task_id": task_id, "updated_at": self._clock()}
+            values.update(attach_changes(task_from_row(row), status, progress))
             self._set(conn, rid, values)
             return self._reload(conn, rid)
 
@@ -426,7 +371,7 @@ class SqliteJournal:
         def update(conn: sqlite3.Connection) -> TaskRecord:
             row = self._require_task(conn, id_or_business_id)
             rid = int(row["rid"])
-            values = merge(_row_to_task(row), news)
+            values = merge(task_from_row(row), news)
             if values:
                 values["updated_at"] = self._clock()
                 self._set(conn, rid, values)
@@ -443,7 +388,7 @@ class SqliteJournal:
             row = self._fetch_task(conn, id_or_business_id)
             if row is None or (tenant is not None and row["tenant"] != tenant):
                 return None
-            return _row_to_task(row)
+            return task_from_row(row)
 
         return await self._call(work)
 
@@ -471,7 +416,7 @@ class SqliteJournal:
             params["before"] = float(before)
 
         def work(conn: sqlite3.Connection) -> builtins.list[TaskRecord]:
-            return [_row_to_task(r) for r in conn.execute(sql, params).fetchall()]
+            return [task_from_row(r) for r in conn.execute(sql, params).fetchall()]
 
         return await self._call(work)
 
@@ -488,7 +433,7 @@ class SqliteJournal:
         sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE status IN ({marks}) ORDER BY created_at, rowid"  # noqa: S608
 
         def work(conn: sqlite3.Connection) -> builtins.list[TaskRecord]:
-            return [_row_to_task(r) for r in conn.execute(sql, sorted(statuses)).fetchall()]
+            return [task_from_row(r) for r in conn.execute(sql, sorted(statuses)).fetchall()]
 
         return await self._call(work)
 
@@ -516,7 +461,7 @@ class SqliteJournal:
             "ORDER BY created_at DESC, rowid DESC LIMIT 1",
             (fingerprint, self._clock() - within_seconds, tenant, *sorted(DUPLICATE_BLIND)),
         ).fetchone()
-        return None if row is None else _row_to_task(row)
+        return None if row is None else task_from_row(row)
 
     # --- spending -----------------------------------------------------------------
 
@@ -626,15 +571,7 @@ class SqliteJournal:
             "SELECT fingerprint, expires_at, used_at FROM confirmations WHERE token_sha256 = ? AND tenant = ?",
             (digest, tenant),
         ).fetchone()
-        if row is None:  # another tenant's token is as unknown as a forged one
-            return TokenRefused("unknown")
-        if row["used_at"] is not None:
-            return TokenRefused("used")
-        if row["fingerprint"] != fingerprint:
-            return TokenRefused("other_request")
-        if row["expires_at"] <= now:
-            return TokenRefused("expired")
-        return None
+        return token_refusal(row, fingerprint, now)
 
     # --- films --------------------------------------------------------------------
 
@@ -676,7 +613,7 @@ class SqliteJournal:
                 "FROM uploads WHERE tenant = ? AND sha256 = ? AND kind = ?",
                 (tenant, sha256, kind),
             ).fetchone()
-            return None if row is None else _row_to_upload(row)
+            return None if row is None else upload_from_row(row)
 
         return await self._call(work)
 
