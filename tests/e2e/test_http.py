@@ -235,6 +235,11 @@ async def test_healthz_is_open_and_says_nothing(http_server: HttpServer, sse_ser
             assert telltale not in blob.replace("application/json", ""), telltale
 
 
+async def test_readyz_says_whether_the_journal_answers_and_nothing_else(http_server: HttpServer) -> None:
+    response = httpx2.get(http_server.base + "/readyz", timeout=5)  # no token
+    assert response.status_code == 200 and response.json() == {"ok": True}
+
+
 # --- graceful stop --------------------------------------------------------------------------
 
 

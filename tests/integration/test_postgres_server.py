@@ -6,16 +6,20 @@ other (its status answered from the shared journal, its duplicate guard and the 
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
+import anyio
 import pytest
 from mcp import Client
 
 from tests.helpers import error, ok, simulator_settings
 from tests.pg import PostgresServer
 from wan_mcp.core.journal.postgres import PostgresJournal
+from wan_mcp.core.service import VideoService
+from wan_mcp.core.views import TaskView
 from wan_mcp.errors import ErrorCode, WanError
-from wan_mcp.server.app import build_server
+from wan_mcp.server.app import build_server, open_service
 from wan_mcp.simulator.harness import SimulatorServer
 
 pytestmark = pytest.mark.anyio
@@ -56,3 +60,63 @@ async def test_a_database_that_refuses_us_is_a_journal_error_naming_the_reason_n
     err = refused.value
     assert err.code is ErrorCode.JOURNAL and "nobody" in err.message and "WAN_MCP_DATABASE_URL" in (err.hint or "")
     assert "s3cret-pass-word" not in err.render()
+
+
+async def _status_gets(sim: SimulatorServer, task_id: str) -> int:
+    return sum(1 for r in sim.requests() if r.method == "GET" and task_id in r.path)
+
+
+async def test_replicas_on_one_database_poll_each_task_once_and_every_waiter_hears_the_end(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """Waiters on two replicas share ONE poller (the poll lease); a single replica's count is the yardstick."""
+    with SimulatorServer(job_seconds=2.0, seed=1) as sim:
+        url = postgres_server.schema_url()
+        sides = []
+        for side in ("a", "b", "solo"):
+            (tmp_path / side).mkdir()
+            sides.append(
+                simulator_settings(
+                    sim, tmp_path / side, key=KEY, database_url=url, budget_daily_usd=0, poll_interval_seconds=0.2
+                )
+            )
+        request = {"prompt": "two replicas", "resolution": "720p"}
+        async with open_service(sides[0]) as a, open_service(sides[1]) as b:
+            made = await a.generate(request, wait_seconds=0)
+            assert isinstance(made, TaskView)
+            results: dict[str, TaskView] = {}
+
+            async def wait(name: str, service: VideoService) -> None:
+                results[name] = (await service.status(made.task_id, wait_seconds=30, download=False)).view
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait, "a", a)
+                tg.start_soon(wait, "b", b)
+        assert {v.status for v in results.values()} == {"completed"}, results
+        shared = await _status_gets(sim, made.task_id)
+
+        async with open_service(sides[2]) as solo:
+            alone = await solo.generate({**request, "prompt": "one replica"}, wait_seconds=0)
+            assert isinstance(alone, TaskView)
+            done = (await solo.status(alone.task_id, wait_seconds=30, download=False)).view
+            assert done.status == "completed"
+        single = await _status_gets(sim, alone.task_id)
+    assert shared <= 1.1 * single + 1, (shared, single)  # one poller, not two
+
+
+async def test_a_replica_takes_over_a_task_whose_poller_vanished(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """The holder of a poll lease died without releasing it: a dead process on this host is taken over
+    at once, one on another host once its lease runs out (here 1.5 s; 30 s after the last poll in service)."""
+    with SimulatorServer(job_seconds=1.0, seed=2) as sim:
+        url = postgres_server.schema_url()
+        settings = simulator_settings(sim, tmp_path, key=KEY, database_url=url, budget_daily_usd=0)
+        async with open_service(settings) as replica:
+            for ghost, ttl in (("another-host:4242:dead", 1.5), (f"{socket.gethostname()}:999999:dead", 600.0)):
+                made = await replica.generate({"prompt": f"orphan of {ghost}", "resolution": "720p"}, wait_seconds=0)
+                assert isinstance(made, TaskView)
+                assert await replica.journal.claim_download(f"poll:{made.task_id}", ghost, ttl)
+                done = (await replica.status(made.task_id, wait_seconds=30, download=False)).view
+                assert done.status == "completed", (ghost, done)
+                assert await _status_gets(sim, made.task_id) >= 1

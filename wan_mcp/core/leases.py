@@ -17,7 +17,7 @@ from pathlib import Path
 from wan_mcp.core.clock import SYSTEM_CLOCK, Clock
 from wan_mcp.core.journal import TaskJournal, TaskRecord
 
-__all__ = ["DownloadLeases", "holder_gone"]
+__all__ = ["DownloadLeases", "holder_gone", "lease_owner"]
 
 #: How long a lease holds without renewal (a download of a large file fits easily).
 LEASE_SECONDS = 600.0
@@ -27,6 +27,11 @@ WAIT_FOR_OTHER_SECONDS = 60.0
 RECHECK_SECONDS = 0.5
 
 _HOST = socket.gethostname()
+
+
+def lease_owner() -> str:
+    """A lease holder's name: ``host:pid:nonce`` (what :func:`holder_gone` can check)."""
+    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def holder_gone(owner: str) -> bool:
@@ -64,7 +69,7 @@ class DownloadLeases:
     def __init__(self, journal: TaskJournal, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._journal = journal
         self._clock = clock
-        self.owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = lease_owner()
 
     async def claim(self, task_id: str) -> bool:
         """Take (or renew) the lease; False while a live process holds it."""

@@ -97,6 +97,11 @@ IMAGE_PREPARATIONS = 1
 #: together, decoding them all at once (one decoder each, on up to 40 worker threads) spikes memory
 #: and starves the event loop; two at a time keep both bounded (each takes 15-35 ms, bench figure 9).
 DESCRIBE_CONCURRENCY = 2
+#: How many result files may download at once. The process's one HTTP client has 20 connections,
+#: shared with every gateway call: a hundred jobs finishing together once held all of them, so
+#: downloads and status reads queued past the pool timeout and failed (found by the three-replica
+#: test; tests/integration/test_download_pool.py). Four at a time keep most of the pool free.
+DOWNLOAD_CONCURRENCY = 4
 #: How many settled status results (completed and saved, or failed) are answered from memory.
 _SETTLED_CACHE = 256
 
@@ -179,6 +184,7 @@ class VideoService:
         # uploads agents start at once (six parallel 38 MP uploads peaked at 1.2 GB, now ~290 MB).
         self._image_work = anyio.CapacityLimiter(IMAGE_PREPARATIONS)
         self._describe_work = anyio.CapacityLimiter(DESCRIBE_CONCURRENCY)
+        self._download_work = anyio.CapacityLimiter(DOWNLOAD_CONCURRENCY)
         self._prices = prices if prices is not None else PriceTable.load()
         self._spending = options.spending
         self._now = wall_clock
@@ -970,17 +976,20 @@ class VideoService:
                 view.has_audio = info.has_audio
         return StatusResult(self._explain(view), poster)
 
+    async def _saved_file(self, task_id: str) -> TaskRecord | None:
+        """The task's row if its file is saved and still on disk (deleted since: it is fetched again)."""
+        fresh = await self._journal.get(task_id)
+        if fresh is not None and fresh.local_path and await offload.run_sync(Path(fresh.local_path).is_file):
+            return fresh
+        return None
+
     async def _download(self, record: TaskRecord) -> TaskRecord:
         assert record.task_id is not None and record.video_url is not None
         lock = self._download_locks.setdefault(record.task_id, anyio.Lock())
         async with lock:
-            fresh = await self._journal.get(record.task_id)
-            if (
-                fresh is not None
-                and fresh.local_path
-                and await offload.run_sync(Path(fresh.local_path).is_file)  # deleted since: fetch it again
-            ):
-                return fresh
+            saved = await self._saved_file(record.task_id)
+            if saved is not None:
+                return saved
             if record.expires_at is not None and record.expires_at < time.time():
                 raise WanError(
                     ErrorCode.DOWNLOAD_FAILED,
@@ -995,6 +1004,11 @@ class VideoService:
                 if fresh is not None:
                     return fresh
             try:
+                # The lease is ours now, but its previous holder (another process or replica) may
+                # have saved the file just before releasing it: never fetch a file twice.
+                saved = await self._saved_file(record.task_id)
+                if saved is not None:
+                    return saved
                 try:
                     dest = self._boundary_for(record.tenant).output_path(record.task_id)
                 except WanError as err:  # the output folder cannot be created: same promise as a full disk
@@ -1006,15 +1020,16 @@ class VideoService:
                         "get_task_status again to retry the download; download=false returns the URL now",
                     ) from None
                 try:
-                    result = await download_to(
-                        self._http,
-                        record.video_url,
-                        dest,
-                        max_bytes=self._opts.max_download_bytes,
-                        policy=self._url_policy,
-                        # A 200 with an HTML page or a cut body must not become "the video".
-                        verify=video_problem,
-                    )
+                    async with self._download_work:
+                        result = await download_to(
+                            self._http,
+                            record.video_url,
+                            dest,
+                            max_bytes=self._opts.max_download_bytes,
+                            policy=self._url_policy,
+                            # A 200 with an HTML page or a cut body must not become "the video".
+                            verify=video_problem,
+                        )
                 except WanError as err:
                     raise err.with_task(record.task_id) from err
                 return await self._journal.record_download(

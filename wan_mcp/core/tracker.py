@@ -34,6 +34,7 @@ from anyio.abc import TaskGroup
 from wan_mcp.config import Settings
 from wan_mcp.core.clock import SYSTEM_CLOCK, Clock
 from wan_mcp.core.journal import LOCAL_TENANT, TERMINAL, Observation, TaskJournal, TaskRecord, merge
+from wan_mcp.core.leases import holder_gone, lease_owner
 from wan_mcp.errors import ErrorCode, WanError
 from wan_mcp.gateway.provider import VideoProvider
 from wan_mcp.gateway.wire import GatewayTask, TaskState
@@ -172,6 +173,26 @@ class RateLimiter:
             self._order.remove(tenant)
 
 
+#: Poll leases share the journal's lease table with download leases, under this key prefix.
+POLL_LEASE_PREFIX = "poll:"
+#: A replica that stops polling a task (killed, stopped) hands it over after at most this long.
+POLL_LEASE_SECONDS = 30.0
+#: How often a replica that does not hold a task's poll lease reads its journal row.
+FOLLOW_SECONDS = 1.0
+
+
+def _observed(rec: TaskRecord) -> Observation:
+    """A journal row seen as news (what a follower learns from the holder's writes)."""
+    return Observation(
+        status=rec.status,
+        progress=rec.progress,
+        video_url=rec.video_url,
+        expires_at=rec.expires_at,
+        error_code=rec.error_code,
+        error_message=rec.error_message,
+    )
+
+
 def _kind(rec: TaskRecord) -> tuple[str, str, int]:
     """Jobs that take about as long: same model, resolution and duration."""
     payload = rec.payload
@@ -201,7 +222,19 @@ class TaskTracker:
         rate_budget: float = 10.0,
         rng: random.Random | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        shared: bool = False,
+        lease_seconds: float = POLL_LEASE_SECONDS,
+        follow_seconds: float = FOLLOW_SECONDS,
     ) -> None:
+        """``shared``: the journal is shared by several server processes (PostgreSQL replicas). Then
+        each live task is polled by ONE of them, the holder of its poll lease (renewed before every
+        poll and every third of ``lease_seconds`` while it waits; taken over at most ``lease_seconds``
+        after its holder stops, at once if the holder is a dead process on this host), and the others
+        follow its journal row every ``follow_seconds``."""
+        self._shared = shared
+        self._lease_seconds = lease_seconds
+        self._follow_seconds = follow_seconds
+        self._owner = lease_owner()
         self._provider = provider
         self._journal = journal
         self._timing = timing or PollTiming()
@@ -305,6 +338,9 @@ class TaskTracker:
         watch = self._watch(record, provider)
         if watch.last_poll is not None and self._clock.monotonic() - watch.last_poll < self._timing.min_refresh:
             return watch.record
+        key = record.task_id or record.business_id
+        if self._shared and not watch.running and not await self._hold(key, 0.0):
+            return await self._follow(watch)  # another replica holds the poll: its row is the news
         try:
             return await self._poll(watch)
         finally:
@@ -428,11 +464,18 @@ class TaskTracker:
 
     async def _run(self, watch: _Watch) -> None:
         key = watch.record.task_id or watch.record.business_id
+        held = False
         try:
             while watch.waiters > 0 and watch.record.status not in TERMINAL:
                 delay = self._next_delay(watch)
+                if self._shared:
+                    held = await self._hold(key, delay)
+                    if not held:  # another replica polls it: follow its journal row instead
+                        await self._clock.sleep(self._follow_seconds)
+                        await self._follow(watch)
+                        continue
                 watch.next_poll_at = self._clock.monotonic() + delay
-                await self._clock.sleep(delay)
+                await self._sleep_holding(key, delay, held)
                 if watch.waiters <= 0:
                     break
                 await self._limiter.acquire(watch.record.tenant)
@@ -451,6 +494,45 @@ class TaskTracker:
             watch.running = False
             if watch.waiters <= 0 and self._watches.get(key) is watch:
                 del self._watches[key]
+            if held:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await self._journal.release_download(POLL_LEASE_PREFIX + key, self._owner)
+
+    async def _sleep_holding(self, key: str, delay: float, held: bool) -> None:
+        """Sleep until the next poll; a lease holder renews its lease every third of the lease time on the
+        way, so a long back-off never lets the lease lapse and a dead holder is replaced within it."""
+        if not held:
+            await self._clock.sleep(delay)
+            return
+        step = self._lease_seconds / 3
+        while delay > step:
+            await self._clock.sleep(step)
+            delay -= step
+            await self._hold(key)
+        await self._clock.sleep(delay)
+
+    async def _hold(self, key: str, delay: float = 0.0) -> bool:
+        """Take or renew this task's poll lease (for the lease time; a poll due sooner than a third of it
+        is covered too)."""
+        ttl = self._lease_seconds + min(delay, self._lease_seconds / 3)
+        try:
+            return await self._journal.claim_download(
+                POLL_LEASE_PREFIX + key, self._owner, ttl, holder_gone=holder_gone
+            )
+        except WanError as err:  # the database is unreachable for a moment: poll rather than stall
+            log.warning("poll lease for %s unavailable (%s); polling anyway", key, err.code.value)
+            return True
+
+    async def _follow(self, watch: _Watch) -> TaskRecord:
+        """Take the holder's news from the shared journal (a cheap local read, no upstream request)."""
+        key = watch.record.task_id or watch.record.business_id
+        try:
+            fresh = await self._journal.get(key)
+        except WanError:
+            return watch.record
+        if fresh is not None and merge(watch.record, _observed(fresh)):
+            watch.publish(fresh)
+        return watch.record
 
     async def _poll(self, watch: _Watch) -> TaskRecord:
         record = watch.record

@@ -79,7 +79,13 @@ async def open_service(
         stack.push_async_callback(_shielded(journal.close))
         timing = PollTiming.from_settings(settings)
         tracker = await stack.enter_async_context(
-            TaskTracker(provider, journal, timing=timing, rate_budget=settings.upstream_rate_budget)
+            TaskTracker(
+                provider,
+                journal,
+                timing=timing,
+                rate_budget=settings.upstream_rate_budget,
+                shared=settings.database_url is not None,  # replicas on one database: one poller per task
+            )
         )
         if lifecycle is not None:
             lifecycle.attach(tracker)
@@ -116,6 +122,15 @@ async def open_journal(settings: Settings) -> TaskJournal:
             hint="pip install 'wan-mcp[postgres]' (psycopg 3), or unset WAN_MCP_DATABASE_URL to use SQLite",
         ) from None
     return await PostgresJournal.open(url)
+
+
+async def journal_ready(settings: Settings) -> bool:
+    """Whether the journal this server writes to answers now (``/readyz``)."""
+    if settings.database_url is None:
+        return await SqliteJournal.ping(settings.journal_path)
+    from wan_mcp.core.journal.postgres import PostgresJournal
+
+    return await PostgresJournal.ping(settings.database_url.get_secret_value())
 
 
 def _create_inbox(inbox: Path) -> None:

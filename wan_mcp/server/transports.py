@@ -41,7 +41,7 @@ from starlette.responses import JSONResponse
 from wan_mcp.config import Settings
 from wan_mcp.errors import ErrorCode, WanError, register_secret
 from wan_mcp.gateway.client import make_http_client
-from wan_mcp.server.app import build_server, quiet_third_party_loggers
+from wan_mcp.server.app import build_server, journal_ready, quiet_third_party_loggers
 from wan_mcp.server.lifecycle import Lifecycle
 from wan_mcp.server.limits import MAX_CONNECTIONS, GuardedH11Protocol, SseSessionLimit
 from wan_mcp.server.principals import Principals
@@ -206,6 +206,13 @@ def build_http_app(
         return JSONResponse({"ok": True})
 
     server.custom_route("/healthz", methods=["GET"], include_in_schema=False)(healthz)
+
+    async def readyz(_request: Request) -> JSONResponse:
+        # For load balancers: is the journal (SQLite file or PostgreSQL) answering? Says nothing more.
+        ready = await journal_ready(settings)
+        return JSONResponse({"ok": ready}, status_code=200 if ready else 503)
+
+    server.custom_route("/readyz", methods=["GET"], include_in_schema=False)(readyz)
 
     security = transport_security(settings, host, port)
     if transport == "http":

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
+import anyio
 from psycopg import AsyncConnection, errors, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -62,6 +63,7 @@ Row = dict[str, Any]
 _MIGRATION_LOCK: Final = 0x57414E4D01
 _RESERVE_LOCK: Final = 0x57414E4D02
 _MAX_LIST_LIMIT: Final = 1000
+PING_SECONDS: Final = 3.0
 
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
@@ -186,6 +188,17 @@ class PostgresJournal:
             await pool.close()
             raise _translate(exc, where, url) from None
         return cls(pool, where, clock or time.time)
+
+    @staticmethod
+    async def ping(url: str) -> bool:
+        """Whether the database answers within :data:`PING_SECONDS` (for ``/readyz``): one short connection."""
+        try:
+            with anyio.fail_after(PING_SECONDS):
+                async with await AsyncConnection.connect(url, connect_timeout=int(PING_SECONDS)) as conn:
+                    await conn.execute("SELECT 1")
+        except Exception:  # unreachable, refused, timed out: not ready, whatever the reason
+            return False
+        return True
 
     # --- plumbing -----------------------------------------------------------------
 

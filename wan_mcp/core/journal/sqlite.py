@@ -135,6 +135,20 @@ class SqliteJournal:
         conn = await offload.run_sync(prepare)
         return cls(conn, path, busy_timeout=busy_timeout, clock=clock)
 
+    @staticmethod
+    async def ping(path: Path) -> bool:
+        """Whether the journal file can be opened and read now (for ``/readyz``)."""
+
+        def probe() -> bool:
+            try:
+                with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=1.0)) as conn:
+                    conn.execute("SELECT 1 FROM tasks LIMIT 1").fetchall()
+            except (sqlite3.Error, OSError):
+                return False
+            return True
+
+        return await offload.run_sync(probe)
+
     # --- plumbing -----------------------------------------------------------------
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
