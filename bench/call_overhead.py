@@ -30,14 +30,14 @@ from bench.common import (
     stdio_session,
     timed_calls,
 )
-from wan_mcp.core.journal import Observation, SqliteJournal
+from wan_mcp.core.journal import LOCAL_TENANT, Observation, SqliteJournal
 
 DONE_ID = "bench_done_0001"
 BLOCK = 100
 
 
-async def seed_finished(data: Path, sim_url: str) -> None:
-    """A completed task in the journal (URL known, not downloaded): the pure journal-hit path."""
+async def seed_finished(data: Path, sim_url: str, *, tenant: str = LOCAL_TENANT) -> None:
+    """A completed task of ``tenant`` in the journal (URL known, not downloaded): the pure journal-hit path."""
     journal = await SqliteJournal.open(data / "journal.sqlite3")
     try:
         business = "wanmcp_bench_done"
@@ -47,6 +47,7 @@ async def seed_finished(data: Path, sim_url: str) -> None:
             mode="t2v",
             payload={"model": "wan2.6", "prompt": "a fox in the snow", "duration": 5},
             fingerprint="bench-done",
+            tenant=tenant,
         )
         await journal.attach_task(business, task_id=DONE_ID, status="queued")
         await journal.observe(

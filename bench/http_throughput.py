@@ -23,6 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from bench.call_overhead import DONE_ID, seed_finished
 from bench.common import BARE_SERVER, Row, base_env, cpu_seconds, free_port, ours_env, rss_mb, spawn
+from wan_mcp.server.principals import token_principal
 
 BENCH_TOKEN = "bench-token-0123456789abcdef0123456789abcdef"
 
@@ -82,7 +83,7 @@ async def run_one(
 
 async def measure(sim_url: str, workdir: Path, *, seconds: float, clients: int) -> tuple[list[Row], list[str]]:
     data = workdir / "http-data"
-    await seed_finished(data, sim_url)
+    await seed_finished(data, sim_url, tenant=token_principal(BENCH_TOKEN))  # the HTTP client's own task
     ours_port, bare_port = free_port(), free_port()
     ours_args = [sys.executable, "-m", "wan_mcp", "serve", "--transport", "http", "--port", str(ours_port)]
     bare_args = [sys.executable, str(BARE_SERVER), "http", str(bare_port)]

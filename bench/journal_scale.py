@@ -61,10 +61,12 @@ async def fill(path: Path, rows: int) -> float:
             750_000,
             "bench",
             None,
+            "local",
+            0,
         )
         for i in range(rows)
     ]
-    placeholders = ", ".join("?" * 20)
+    placeholders = ", ".join("?" * len(journal_schema._TASK_COLUMNS.split(",")))
     sql = f"INSERT INTO tasks ({journal_schema._TASK_COLUMNS}) VALUES ({placeholders})"
 
     def bulk(conn: sqlite3.Connection) -> None:
