@@ -17,6 +17,7 @@ import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from mcp.server.auth.provider import AccessToken
 
 from tests.journal_stores import Store
 from wan_mcp.core.boundary import FileBoundary
@@ -36,6 +37,7 @@ from wan_mcp.core.journal import (
 from wan_mcp.core.tenancy import LOCAL, Tenant, TenantRates
 from wan_mcp.core.tracker import RateLimiter
 from wan_mcp.errors import MAX_TRANSIENT_SECRETS, ErrorCode, WanError, redact, register_secret
+from wan_mcp.server.principals import Principals
 from wan_mcp.server.tenants_file import TenantEntry, add_tenant, load_tenants, remove_tenant, token_sha256
 
 pytestmark = pytest.mark.anyio
@@ -288,3 +290,44 @@ async def test_a_cancelled_poll_leaves_the_line_without_blocking_it() -> None:
         await clock.run_until(lambda: "last" in served, limit=30)
         tg.cancel_scope.cancel()
     assert "cancelled" not in served and served[0] == "first" and "last" in served
+
+
+# --- the HTTP principals ------------------------------------------------------------------------
+
+
+async def test_a_running_server_picks_up_a_new_tenant_and_drops_a_removed_one(tmp_path: Path) -> None:
+    path = tmp_path / "tenants.json"
+    first = add_tenant(path, TenantEntry("alice", rate_per_minute=5))
+    clock = VirtualClock()
+    principals = Principals(static_tokens=[], tenants_file=path, clock=clock)
+    access = await principals.verify_token(first)
+    assert access is not None and access.client_id == "alice" and access.token == "(redacted)"
+    tenant = principals.tenant(access, {})
+    assert tenant.id == "alice" and tenant.remote and tenant.rate_per_minute == 5 and tenant.api_key is None
+
+    second = add_tenant(path, TenantEntry("bob"))
+    assert await principals.verify_token(second) is None  # not re-read yet (at most every 5 s)
+    clock._now += 5
+    assert (await principals.verify_token(second)) is not None
+    remove_tenant(path, "alice")
+    clock._now += 5
+    assert await principals.verify_token(first) is None
+    path.write_text("{not json")
+    clock._now += 5
+    assert (await principals.verify_token(second)) is not None  # a broken file keeps the last good one
+
+
+def test_an_own_key_header_must_look_like_a_key_and_can_be_refused(tmp_path: Path) -> None:
+    principals = Principals(static_tokens=["t" * 40], tenants_file=None)
+    access = AccessToken(token="x", client_id="token-abc", subject="token-abc", scopes=["wan"])
+    keyed = principals.tenant(access, {"x-wan-api-key": " sk-own-0123456789 "})
+    assert keyed.api_key is not None and keyed.api_key.get_secret_value() == "sk-own-0123456789"
+    assert "sk-own-0123456789" not in repr(keyed)
+    for bad in ("short", "sk with spaces inside", "é" * 20, "x" * 600):
+        with pytest.raises(WanError) as refused:
+            principals.tenant(access, {"x-wan-api-key": bad})
+        assert refused.value.field == "X-Wan-Api-Key" and bad not in refused.value.render()
+    closed = Principals(static_tokens=[], tenants_file=None, accept_key_header=False)
+    with pytest.raises(WanError, match="does not accept gateway keys"):
+        closed.tenant(access, {"x-wan-api-key": "sk-own-0123456789"})
+    assert principals.tenant(None, None) is LOCAL  # stdio
