@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ from hypothesis import settings as hypothesis_settings
 
 from tests.journal_stores import BACKENDS, Store
 from tests.pg import PostgresServer
+from wan_mcp.core.journal import TaskJournal
 
 # The suite gates every submission, so property tests are derandomized: the same examples
 # every run (a new bug then fails every run, never one run in five). Explore beyond them with
@@ -61,3 +62,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
         return Store("sqlite", str(tmp_path / "data" / "journal.sqlite3"))
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return Store("postgres", server.schema_url())
+
+
+@pytest.fixture
+async def journal(store: Store) -> AsyncIterator[TaskJournal]:
+    """An open journal on each backend: a test taking it is part of the journal contract."""
+    j = await store.open()
+    try:
+        yield j
+    finally:
+        await j.close()

@@ -19,7 +19,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +54,6 @@ def anyio_backend() -> str:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "journal.sqlite3"
-
-
-@pytest.fixture
-async def journal(store: Store) -> AsyncIterator[TaskJournal]:
-    """A journal on each backend: every test taking it is part of the journal contract."""
-    j = await store.open()
-    try:
-        yield j
-    finally:
-        await j.close()
 
 
 class FakeClock:

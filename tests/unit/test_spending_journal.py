@@ -7,7 +7,6 @@ guarantees must hold across them, not only inside one event loop.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -33,16 +32,6 @@ WINDOW = 600.0
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-async def journal(store: Store) -> AsyncIterator[TaskJournal]:
-    """A journal on each backend: these tests are part of the journal contract."""
-    j = await store.open()
-    try:
-        yield j
-    finally:
-        await j.close()
 
 
 def sub(fingerprint: str | None = None, cost: int = JOB, spender: str = "s1") -> Submission:

@@ -9,7 +9,6 @@ import itertools
 import json
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mcp.server.auth.provider import AccessToken
 
-from tests.journal_stores import Store
 from wan_mcp.core.boundary import FileBoundary
 from wan_mcp.core.clock import VirtualClock
 from wan_mcp.core.journal import (
@@ -42,16 +40,6 @@ from wan_mcp.server.tenants_file import TenantEntry, add_tenant, load_tenants, r
 
 pytestmark = pytest.mark.anyio
 JOB = 500_000  # USD 0.50 in micro-dollars
-
-
-@pytest.fixture
-async def journal(store: Store) -> AsyncIterator[TaskJournal]:
-    """A journal on each backend: these tests are part of the journal contract."""
-    j = await store.open()
-    try:
-        yield j
-    finally:
-        await j.close()
 
 
 def sub(tenant: str, fingerprint: str = "fp", cost: int = JOB) -> Submission:

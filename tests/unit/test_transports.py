@@ -132,3 +132,42 @@ def test_short_tokens_are_refused() -> None:
         caught.value.code is ErrorCode.CONFIG and "32" in caught.value.message and "token_urlsafe" in str(caught.value)
     )
     assert http_tokens(load_settings(http_token=TOKEN_A)) == ([TOKEN_A], None)
+
+
+def test_tenants_or_oauth_open_the_network_and_no_token_is_generated_beside_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wan_mcp.doctor import _tenants_check
+    from wan_mcp.server.tenants_file import TenantEntry, add_tenant
+
+    with pytest.raises(WanError):
+        check_bind(load_settings(data_dir=tmp_path), "0.0.0.0")
+    oauth = load_settings(data_dir=tmp_path, oauth_issuer="https://id.example.com")
+    check_bind(oauth, "0.0.0.0")
+    assert http_tokens(oauth) == ([], None) and not (tmp_path / "http-token").exists()
+    assert _tenants_check(oauth)[0] is True and "OAuth sign-in from https://id.example.com" in _tenants_check(oauth)[2]
+
+    add_tenant(tmp_path / "tenants.json", TenantEntry("alice", api_key_env="ALICE_TOAPIS_KEY"))
+    settings = load_settings(data_dir=tmp_path)
+    check_bind(settings, "0.0.0.0")
+    assert http_tokens(settings) == ([], None)
+    ok, label, detail = _tenants_check(settings)
+    assert (ok, label) == (False, "tenants") and "$ALICE_TOAPIS_KEY" in detail and "set them" in detail
+    with pytest.raises(WanError) as refused:  # the server refuses to start without the tenant's key
+        Principals(static_tokens=[], tenants_file=tmp_path / "tenants.json")
+    assert refused.value.code is ErrorCode.CONFIG and "ALICE_TOAPIS_KEY" in (refused.value.hint or "")
+    monkeypatch.setenv("ALICE_TOAPIS_KEY", "sk-alice-0123456789")
+    assert _tenants_check(settings)[0] is True
+    Principals(static_tokens=[], tenants_file=tmp_path / "tenants.json")
+
+
+async def test_doctor_names_the_journal_and_its_failure(tmp_path: Path) -> None:
+    from wan_mcp.doctor import _journal_check
+
+    ok, _, detail = await _journal_check(load_settings(data_dir=tmp_path))
+    assert ok is True and detail.startswith("SQLite")
+    ok, _, detail = await _journal_check(
+        load_settings(data_dir=tmp_path, database_url="postgresql://nobody:pw-not-shown@127.0.0.1:1/wan")
+    )
+    assert ok is False and "cannot be reached" in detail and "pw-not-shown" not in detail
+    assert "WAN_MCP_DATABASE_URL" in detail

@@ -33,7 +33,6 @@ from wan_mcp.core.arguments import Problem
 from wan_mcp.core.boundary import FileBoundary, UrlPolicy, download_to
 from wan_mcp.core.caches import Lru
 from wan_mcp.core.journal import (
-    STATUS_ORDER,
     TERMINAL,
     Duplicate,
     OverBudget,
@@ -42,6 +41,7 @@ from wan_mcp.core.journal import (
     TaskRecord,
     TokenRefused,
     UploadRecord,
+    check_list_status,
 )
 from wan_mcp.core.leases import DownloadLeases
 from wan_mcp.core.media import VideoDescriber, looks_like_image, prepare_image, sniff_video, video_problem
@@ -209,9 +209,7 @@ class VideoService:
 
     def _task_provider(self, record: TaskRecord, tenant: Tenant) -> VideoProvider | None:
         """For a task made with the tenant's own key: the backend with that key, if this call carries it."""
-        if not record.own_key:
-            return None
-        return None if tenant.api_key is None else self._provider.with_key(tenant.api_key)
+        return self._provider_for(tenant) if record.own_key and tenant.api_key is not None else None
 
     def _boundary_for(self, tenant_id: str) -> FileBoundary:
         """The local user's boundary; a remote tenant writes (and may read) only its own folder.
@@ -1044,14 +1042,7 @@ class VideoService:
     # --- list_tasks ------------------------------------------------------------------------
 
     async def list_tasks(self, *, status: str | None, limit: int, tenant: Tenant = LOCAL) -> TaskList:
-        if status is not None and status not in STATUS_ORDER:
-            raise WanError(
-                ErrorCode.INVALID_REQUEST,
-                f"{status!r} is not a task status",
-                field="status",
-                allowed=list(STATUS_ORDER),
-                hint="omit status to list every task",
-            )
+        check_list_status(status)
         if not 1 <= limit <= 100:
             raise WanError(
                 ErrorCode.INVALID_REQUEST,

@@ -1,4 +1,4 @@
-"""The four tools: thin adapters between MCP and :mod:`wan_mcp.core.service`.
+"""The six tools: thin adapters between MCP and :mod:`wan_mcp.core.service`.
 
 Each tool receives the raw argument object and validates it with our own rules, so
 every mistake comes back as one actionable sentence (field, allowed values, fix)
@@ -120,7 +120,7 @@ def error_result(err: WanError) -> CallToolResult:
 
 
 def speaks_wan_errors(fn: ToolFn) -> ToolFn:
-    """The one ``WanError`` -> error result translation, shared by the four tools."""
+    """The one ``WanError`` -> error result translation, shared by the tools."""
 
     @functools.wraps(fn)
     async def wrapper(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallToolResult | InputRequiredResult:

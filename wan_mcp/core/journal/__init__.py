@@ -33,6 +33,7 @@ from wan_mcp.core.journal.records import (
     TokenRefused,
     UploadKind,
     UploadRecord,
+    check_list_status,
     merge,
 )
 from wan_mcp.core.journal.schema import SCHEMA_VERSION
@@ -62,5 +63,6 @@ __all__ = [
     "TokenRefused",
     "UploadKind",
     "UploadRecord",
+    "check_list_status",
     "merge",
 ]

@@ -33,7 +33,6 @@ from wan_mcp.core.journal.records import (
     DUPLICATE_BLIND,
     FILM_MODE,
     LOCAL_TENANT,
-    STATUSES,
     UNSETTLED,
     Duplicate,
     Observation,
@@ -47,6 +46,7 @@ from wan_mcp.core.journal.records import (
     TokenRefused,
     UploadRecord,
     attach_changes,
+    check_list_status,
     check_status,
     merge,
     task_from_row,
@@ -212,8 +212,9 @@ class PostgresJournal:
         except Exception as exc:
             raise _translate(exc, self._where) from exc
 
-    async def _write(self, body: Callable[[AsyncConnection[Row]], Any]) -> Any:
-        """``body(conn)`` in one transaction (committed when it returns, rolled back if it raises)."""
+    async def _transaction(self, body: Callable[[AsyncConnection[Row]], Any]) -> Any:
+        """``body(conn)`` in one transaction (committed when it returns, rolled back if it raises); reads
+        of more than one statement use it too, for one consistent snapshot."""
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 return await body(conn)
@@ -312,7 +313,7 @@ class PostgresJournal:
                 hint="this is a wan-mcp bug: every submission needs a fresh client_business_id",
             )
 
-        result: TaskRecord = await self._write(insert)
+        result: TaskRecord = await self._transaction(insert)
         return result
 
     async def attach_task(
@@ -348,7 +349,7 @@ class PostgresJournal:
             values.update(attach_changes(task_from_row(row), status, progress))
             return await self._set(conn, business_id, values)
 
-        result: TaskRecord = await self._write(attach)
+        result: TaskRecord = await self._transaction(attach)
         return result
 
     async def mark_unconfirmed(self, business_id: str, *, error_code: str, error_message: str) -> TaskRecord:
@@ -372,7 +373,7 @@ class PostgresJournal:
                 }
             return await self._set(conn, row["business_id"], values)
 
-        result: TaskRecord = await self._write(settle)
+        result: TaskRecord = await self._transaction(settle)
         return result
 
     async def observe(self, id_or_business_id: str, news: Observation) -> TaskRecord:
@@ -385,7 +386,7 @@ class PostgresJournal:
                 values["updated_at"] = self._clock()
             return await self._set(conn, row["business_id"], values)
 
-        result: TaskRecord = await self._write(update)
+        result: TaskRecord = await self._transaction(update)
         return result
 
     # --- reads --------------------------------------------------------------------
@@ -394,7 +395,7 @@ class PostgresJournal:
         async def work(conn: AsyncConnection[Row]) -> Row | None:
             return await self._fetch_task(conn, id_or_business_id)
 
-        row: Row | None = await self._write(work)
+        row: Row | None = await self._transaction(work)
         if row is None or (tenant is not None and row["tenant"] != tenant):
             return None
         return task_from_row(row)
@@ -402,14 +403,7 @@ class PostgresJournal:
     async def list(
         self, *, status: str | None = None, limit: int = 20, before: float | None = None, tenant: str | None = None
     ) -> builtins.list[TaskRecord]:
-        if status is not None and status not in STATUSES:
-            raise WanError(
-                ErrorCode.INVALID_REQUEST,
-                f"unknown task status {status!r}",
-                field="status",
-                allowed=sorted(STATUSES),
-                hint="omit status to list every task",
-            )
+        check_list_status(status)
         where, params = [], {"limit": max(0, min(int(limit), _MAX_LIST_LIMIT))}
         for name, value, clause in (
             ("tenant", tenant, "tenant = %(tenant)s"),
@@ -445,7 +439,7 @@ class PostgresJournal:
         async def work(conn: AsyncConnection[Row]) -> TaskRecord | None:
             return await self._duplicate(conn, fingerprint, within_seconds, tenant)
 
-        result: TaskRecord | None = await self._write(work)
+        result: TaskRecord | None = await self._transaction(work)
         return result
 
     async def _duplicate(
@@ -511,14 +505,14 @@ class PostgresJournal:
             )
             return Reserved(record)
 
-        result: Reservation = await self._write(reserve)
+        result: Reservation = await self._transaction(reserve)
         return result
 
     async def spent(self, limits: Sequence[SpendLimit]) -> builtins.list[int]:
         async def work(conn: AsyncConnection[Row]) -> builtins.list[int]:
             return [await self._spent(conn, limit) for limit in limits]
 
-        result: builtins.list[int] = await self._write(work)
+        result: builtins.list[int] = await self._transaction(work)
         return result
 
     @staticmethod
@@ -557,7 +551,7 @@ class PostgresJournal:
                 (token_sha256, fingerprint, cost_micro_usd, now, expires_at, tenant),
             )
 
-        await self._write(add)
+        await self._transaction(add)
 
     async def _check_token(
         self, conn: AsyncConnection[Row], digest: str, fingerprint: str, tenant: str, now: float
@@ -604,7 +598,7 @@ class PostgresJournal:
                 },
             )
 
-        result: TaskRecord = await self._write(insert)
+        result: TaskRecord = await self._transaction(insert)
         return result
 
     # --- uploads ------------------------------------------------------------------
@@ -629,7 +623,7 @@ class PostgresJournal:
                 ),
             )
 
-        await self._write(put)
+        await self._transaction(put)
 
     # --- downloads ----------------------------------------------------------------
 
@@ -641,7 +635,7 @@ class PostgresJournal:
             values = {"local_path": local_path, "sha256": sha256, "size_bytes": size_bytes, "updated_at": self._clock()}
             return await self._set(conn, row["business_id"], values)
 
-        result: TaskRecord = await self._write(record)
+        result: TaskRecord = await self._transaction(record)
         return result
 
     async def claim_download(
@@ -673,14 +667,14 @@ class PostgresJournal:
             )
             return True
 
-        result: bool = await self._write(claim)
+        result: bool = await self._transaction(claim)
         return result
 
     async def release_download(self, task_id: str, owner: str) -> None:
         async def release(conn: AsyncConnection[Row]) -> None:
             await conn.execute("DELETE FROM download_leases WHERE task_id = %s AND owner = %s", (task_id, owner))
 
-        await self._write(release)
+        await self._transaction(release)
 
     # --- lifecycle ----------------------------------------------------------------
 

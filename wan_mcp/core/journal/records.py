@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, cast, get_args
 
+from wan_mcp.errors import ErrorCode, WanError
 from wan_mcp.gateway.wire import unix_seconds
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "UploadKind",
     "UploadRecord",
     "attach_changes",
+    "check_list_status",
     "check_status",
     "expiry_seconds",
     "merge",
@@ -254,6 +256,18 @@ def expiry_seconds(value: object) -> int | None:
     stored microseconds (read as the year 57877) and every view of such a task failed; the row heals."""
     seconds = unix_seconds(value)
     return None if seconds is None else int(seconds)
+
+
+def check_list_status(status: str | None) -> None:
+    """Refuse a status filter that names no status: the agent's input, answered with the allowed values."""
+    if status is not None and status not in STATUSES:
+        raise WanError(
+            ErrorCode.INVALID_REQUEST,
+            f"{status!r} is not a task status",
+            field="status",
+            allowed=list(STATUS_ORDER),
+            hint="omit status to list every task",
+        )
 
 
 def check_status(status: str) -> None:

@@ -39,7 +39,6 @@ from wan_mcp.core.journal.records import (
     DUPLICATE_BLIND,
     FILM_MODE,
     LOCAL_TENANT,
-    STATUSES,
     TERMINAL,
     UNSETTLED,
     Duplicate,
@@ -54,6 +53,7 @@ from wan_mcp.core.journal.records import (
     TokenRefused,
     UploadRecord,
     attach_changes,
+    check_list_status,
     check_status,
     merge,
     task_from_row,
@@ -414,14 +414,7 @@ class SqliteJournal:
         A bad ``status`` is the agent's input passed through, so it is answered as an
         invalid request naming the allowed values; ``limit`` is capped at 1000.
         """
-        if status is not None and status not in STATUSES:
-            raise WanError(
-                ErrorCode.INVALID_REQUEST,
-                f"unknown task status {status!r}",
-                field="status",
-                allowed=sorted(STATUSES),
-                hint="omit status to list every task",
-            )
+        check_list_status(status)
         sql = _list_sql(by_status=status is not None, paged=before is not None, by_tenant=tenant is not None)
         params: dict[str, object] = {"limit": max(0, min(int(limit), _MAX_LIST_LIMIT)), "tenant": tenant}
         if status is not None:
