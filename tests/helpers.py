@@ -39,6 +39,21 @@ def error(result: Any) -> dict[str, Any]:
     return out
 
 
+def files_of(root: Path, pattern: str = "*") -> dict[Path, bytes]:
+    """Every file under ``root`` matching ``pattern``, read while a live server may change them.
+
+    A server renames finished downloads into place and, on the last journal connection's close,
+    folds the SQLite WAL into the main file and deletes it: a file listed may be gone when read.
+    Its bytes are then in another file, so the whole listing is read again.
+    """
+    for _ in range(50):
+        try:
+            return {p: p.read_bytes() for p in sorted(root.rglob(pattern)) if p.is_file()}
+        except FileNotFoundError:
+            continue
+    raise AssertionError(f"the files under {root} kept vanishing while being read")
+
+
 def simulator_settings(sim: SimulatorServer, tmp: Path, *, key: str, **overrides: Any) -> Settings:
     """Data, videos and the one readable folder (``tmp/in``) under ``tmp``; fast polling; loopback allowed."""
     (tmp / "in").mkdir(exist_ok=True)

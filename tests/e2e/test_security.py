@@ -44,6 +44,7 @@ from tests.e2e.conftest import (
     start_http_server,
     tapped_stdio_params,
 )
+from tests.helpers import files_of
 from tests.helpers import ok as _data
 from tests.helpers import text as _text
 from wan_mcp.doctor import FINGERPRINT_KEY_FILE, fingerprint
@@ -61,9 +62,9 @@ def _assert_no_secret(where: str, blob: str | bytes) -> None:
 
 
 def _assert_tree_clean(root: Path) -> int:
-    files = [p for p in root.rglob("*") if p.is_file()]
-    for path in files:
-        _assert_no_secret(str(path), path.read_bytes())
+    files = files_of(root)
+    for path, blob in files.items():
+        _assert_no_secret(str(path), blob)
     return len(files)
 
 

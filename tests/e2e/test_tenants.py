@@ -31,7 +31,7 @@ from mcp.shared.exceptions import MCPError
 from PIL import Image
 
 from tests.e2e.conftest import Dirs, HttpServer, connect, free_port, server_env, start_http_server
-from tests.helpers import error, ok, text
+from tests.helpers import error, files_of, ok, text
 from tests.oauth_server import AuthServer, OAuthClient
 from wan_mcp.server.tenants_file import TenantEntry, add_tenant
 from wan_mcp.simulator.harness import SimulatorServer
@@ -213,7 +213,7 @@ async def test_each_tenant_reaches_the_gateway_with_its_own_key_and_no_key_is_ke
 
     # No key and no token in any log line, result or journal byte.
     exposed = stage.server.logs() + json.dumps(made)
-    journal = b"".join(p.read_bytes() for p in stage.dirs.data.glob("journal.sqlite3*"))
+    journal = b"".join(files_of(stage.dirs.data, "journal.sqlite3*").values())
     for index, secret in enumerate(stage.secrets):  # (the index, never the secret, in a failure message)
         assert secret not in exposed, f"secret #{index} in a log line or result"
         assert secret.encode() not in journal, f"secret #{index} in the journal"
