@@ -29,11 +29,12 @@ from bench import (
     poll_prediction,
     posters,
     rate_budget,
+    replicas,
     upstream,
 )
 from bench.common import Row, render_table, simulator
 
-FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +92,17 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Row], list[
             extra += text
         if "9" in only:
             got, text = await posters.measure(workdir, reps=3 if quick else 9)
+            rows += got
+            extra += text
+        if "10" in only:
+            got, text = await replicas.measure(
+                workdir,
+                errlog,
+                seconds=2.0 if quick else 6.0,
+                clients=24,
+                jobs=60 if quick else 240,
+                calls=100 if quick else 400,
+            )
             rows += got
             extra += text
     return rows, extra

@@ -30,37 +30,42 @@ from bench.common import (
     stdio_session,
     timed_calls,
 )
-from wan_mcp.core.journal import LOCAL_TENANT, Observation, SqliteJournal
+from wan_mcp.core.journal import LOCAL_TENANT, Observation, SqliteJournal, TaskJournal
 
 DONE_ID = "bench_done_0001"
 BLOCK = 100
 
 
 async def seed_finished(data: Path, sim_url: str, *, tenant: str = LOCAL_TENANT) -> None:
-    """A completed task of ``tenant`` in the journal (URL known, not downloaded): the pure journal-hit path."""
+    """A completed task of ``tenant`` in the data dir's journal (URL known, not downloaded): a pure journal hit."""
     journal = await SqliteJournal.open(data / "journal.sqlite3")
     try:
-        business = "wanmcp_bench_done"
-        await journal.record_submission(
-            business_id=business,
-            model="wan2.6",
-            mode="t2v",
-            payload={"model": "wan2.6", "prompt": "a fox in the snow", "duration": 5},
-            fingerprint="bench-done",
-            tenant=tenant,
-        )
-        await journal.attach_task(business, task_id=DONE_ID, status="queued")
-        await journal.observe(
-            DONE_ID,
-            Observation(
-                status="completed",
-                progress=100,
-                video_url=f"{sim_url}/files/{DONE_ID}.mp4",
-                expires_at=int(time.time()) + 86_400,
-            ),
-        )
+        await seed_into(journal, sim_url, tenant=tenant)
     finally:
         await journal.close()
+
+
+async def seed_into(journal: TaskJournal, sim_url: str, *, tenant: str = LOCAL_TENANT) -> None:
+    """:func:`seed_finished` on any journal (the replica figure seeds PostgreSQL)."""
+    business = "wanmcp_bench_done"
+    await journal.record_submission(
+        business_id=business,
+        model="wan2.6",
+        mode="t2v",
+        payload={"model": "wan2.6", "prompt": "a fox in the snow", "duration": 5},
+        fingerprint="bench-done",
+        tenant=tenant,
+    )
+    await journal.attach_task(business, task_id=DONE_ID, status="queued")
+    await journal.observe(
+        DONE_ID,
+        Observation(
+            status="completed",
+            progress=100,
+            video_url=f"{sim_url}/files/{DONE_ID}.mp4",
+            expires_at=int(time.time()) + 86_400,
+        ),
+    )
 
 
 async def interleaved(

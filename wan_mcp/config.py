@@ -123,7 +123,9 @@ class Settings(BaseSettings):
     poll_first_seconds: float = Field(default=5.0, gt=0, description="First status poll after submit.")
     poll_interval_seconds: float = Field(default=10.0, gt=0, description="Later polls (plus jitter).")
     poll_max_interval_seconds: float = Field(default=120.0, gt=0, description="Back-off ceiling.")
-    upstream_rate_budget: float = Field(default=10.0, gt=0, description="Max status GETs per second.")
+    upstream_rate_budget: float = Field(
+        default=10.0, gt=0, description="Max status GETs per second (all replicas together on one PostgreSQL journal)."
+    )
 
     # --- HTTP client ----------------------------------------------------------------
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to open a connection upstream.")
@@ -167,6 +169,13 @@ class Settings(BaseSettings):
     )
     byok_header: bool = Field(
         default=True, description="Accept a tenant's own gateway key in the X-Wan-Api-Key request header."
+    )
+    download_link_seconds: float = Field(
+        default=3600.0,
+        ge=60.0,
+        le=7 * 86400.0,
+        description="How long a signed download link (how remote tenants get their finished videos over "
+        "HTTP/SSE) stays valid; get_task_status hands out a fresh one.",
     )
     public_url: str | None = Field(
         default=None,

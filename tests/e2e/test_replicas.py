@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import psycopg
 import pytest
 from mcp import Client
@@ -169,6 +170,13 @@ async def test_three_replicas_share_the_work_and_survive_a_kill(
             missing = [t for t in ids if t not in answers]
             if missing:
                 await _wait_all(replicas[1], missing, answers)
+            # A link signed by one replica opens the file on any other (one key, in the shared journal).
+            async with httpx2.AsyncClient(timeout=60) as web:
+                for answer in list(answers.values())[:6]:
+                    signer = next(r for r in replicas[1:] if answer["download_url"].startswith(r.base))
+                    other = replicas[2] if signer is replicas[1] else replicas[1]
+                    got = await web.get(answer["download_url"].replace(signer.base, other.base))
+                    assert got.status_code == 200 and len(got.content) == answer["size_bytes"], got.text[:300]
         finally:
             for server in replicas:
                 if server.proc.poll() is None:

@@ -283,3 +283,47 @@ async def test_oauth_tokens_are_checked_and_the_metadata_points_to_the_issuer(st
         prm = httpx2.get(url, timeout=10).json()
         assert prm["resource"] == server.url and prm["authorization_servers"] == [auth.issuer + "/"], prm
         assert prm["scopes_supported"] == ["wan"]
+
+
+async def test_a_tenant_gets_its_video_as_a_signed_link_that_only_opens_its_own_file(stage: Stage) -> None:
+    async with connect(stage.server, stage.tokens["alice"]) as alice:
+        made = ok(
+            await alice.call_tool(
+                "generate_video", {"prompt": "a paper crane at dusk", "resolution": "720p", "wait_seconds": 30}
+            )
+        )
+    assert made["status"] == "completed", made
+    link: str = made["download_url"]
+    assert link.startswith(stage.server.base + "/files/" + made["task_id"] + ".mp4?sig=")
+    assert "download_url" in made["next"] and made["download_expires_at"]
+    saved = Path(made["local_path"]).read_bytes()
+    async with httpx2.AsyncClient(timeout=30) as web:  # no bearer token: the link is the credential
+        whole = await web.get(link)
+        assert whole.status_code == 200 and whole.content == saved
+        assert whole.headers["content-type"] == "video/mp4"
+        part = await web.get(link, headers={"Range": "bytes=0-99"})  # players seek
+        assert part.status_code == 206 and part.content == saved[:100]
+        assert (await web.head(link)).status_code == 200
+
+        # An altered signature, another task's name, or no signature: refused, saying what to do.
+        base, _, sig = link.partition("?sig=")
+        tampered = sig[:-4] + ("AAAA" if not sig.endswith("AAAA") else "BBBB")
+        for wrong in (f"{base}?sig={tampered}", link.replace(made["task_id"], NEVER), base):
+            refused = await web.get(wrong)
+            assert refused.status_code == 403, (wrong, refused.text)
+            assert "get_task_status" in refused.json()["error"]["hint"]
+
+        # Bob's own link opens bob's file only; nothing in it reaches alice's.
+        async with connect(stage.server, stage.tokens["bob"]) as bob:
+            his = ok(
+                await bob.call_tool(
+                    "generate_video", {"prompt": "a tin robot waving", "resolution": "720p", "wait_seconds": 30}
+                )
+            )
+        got = await web.get(his["download_url"])
+        assert got.status_code == 200 and got.content == Path(his["local_path"]).read_bytes() != saved
+
+        # The file gone from the server: 404 naming the task, and the next step.
+        Path(his["local_path"]).unlink()
+        gone = await web.get(his["download_url"])
+        assert gone.status_code == 404 and gone.json()["error"]["task_id"] == his["task_id"]

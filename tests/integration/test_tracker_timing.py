@@ -214,6 +214,33 @@ async def test_the_rate_budget_spaces_every_upstream_read_and_serves_tasks_in_tu
         assert sorted(order[:10]) == sorted(r.task_id or "" for r in records)  # everyone once before anyone twice
 
 
+async def test_replicas_on_one_journal_share_one_rate_budget_not_one_each(tmp_path: Path) -> None:
+    """Two trackers on one journal (two replicas), each polling its own waiters' tasks: together they
+    stay within the budget (issue 12), where two budgets of their own would read twice as fast."""
+    timing = PollTiming(first_delay=0.5, interval=1.0, jitter=0.0, heartbeat=5.0)
+    async with virtual_gateway(job_seconds=1000.0) as gw:
+        journals = [await SqliteJournal.open(tmp_path / "journal.sqlite3", clock=gw.clock.time) for _ in range(2)]
+        try:
+            async with (
+                TaskTracker(gw.client, journals[0], timing=timing, rate_budget=2.0, clock=gw.clock, shared=True) as a,
+                TaskTracker(gw.client, journals[1], timing=timing, rate_budget=2.0, clock=gw.clock, shared=True) as b,
+            ):
+                rigs = [Rig(gw, journals[0], a), Rig(gw, journals[1], b)]
+                records = [await rigs[0].submit() for _ in range(10)]
+                async with anyio.create_task_group() as tg:
+                    for n, rec in enumerate(records):
+                        start_wait(tg, rigs[n % 2], rec, within=40.0)
+                    await gw.clock.advance(40.0)
+                assert a.upstream_polls > 20 and b.upstream_polls > 20  # both replicas polled
+        finally:
+            for journal in journals:
+                await journal.close()
+    polls = gw.status_times()
+    gaps = [b - a for a, b in itertools.pairwise(polls)]
+    assert all(g >= 0.5 - 1e-9 for g in gaps), min(gaps)  # 2 per second in all, not per replica
+    assert len(polls) >= 70  # and the budget is used, not wasted
+
+
 async def test_the_advice_agents_get_is_the_pollers_real_schedule(tmp_path: Path) -> None:
     async with _rig(tmp_path) as rig:
         record = await rig.submit()

@@ -38,6 +38,7 @@ from wan_mcp.core.journal import (
     TaskStatus,
     UploadRecord,
 )
+from wan_mcp.core.journal.records import RATE_SLOT_HORIZON
 from wan_mcp.core.journal.schema import _list_sql
 from wan_mcp.errors import ErrorCode, WanError
 
@@ -127,10 +128,10 @@ async def test_migrations_from_empty_file(db_path: Path) -> None:
     j = await SqliteJournal.open(db_path)
     await j.close()
     with sqlite3.connect(db_path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         names = {r[0] for r in raw.execute("SELECT name FROM sqlite_master")}
-    assert {"tasks", "uploads", "download_leases", "confirmations"} <= names
+    assert {"tasks", "uploads", "download_leases", "confirmations", "rate_slots", "server_keys"} <= names
     assert {"tasks_task_id", "tasks_created", "tasks_status_created", "tasks_fingerprint", "tasks_spender"} <= names
     # Re-opening an up-to-date file migrates nothing and keeps data.
     j = await SqliteJournal.open(db_path)
@@ -621,6 +622,52 @@ async def test_download_lease_between_two_journals_on_one_file(store: Store) -> 
     assert await a.claim_download("t-1", "proc-a", ttl_seconds=30)
     await a.close()
     await b.close()
+
+
+# --- shared rate budget and server keys ------------------------------------------------------
+
+
+async def test_rate_slots_are_booked_spacing_apart_by_every_journal_on_the_store(store: Store) -> None:
+    clock = FakeClock()
+    journals = [await store.open(clock=clock) for _ in range(3)]
+    waits: list[float] = []
+
+    async def book(j: TaskJournal) -> None:
+        waits.append(await j.take_rate_slot("upstream", 0.5))
+
+    async with anyio.create_task_group() as tg:  # 12 callers at one instant, on three "replicas"
+        for n in range(12):
+            tg.start_soon(book, journals[n % 3])
+    assert sorted(waits) == pytest.approx([0.5 * k for k in range(12)])  # distinct slots, none shared
+    assert await journals[0].take_rate_slot("other", 0.5) == 0  # budgets are independent
+
+    clock.now += 100  # the budget went unused: the next caller goes at once, not into the past
+    assert await journals[1].take_rate_slot("upstream", 0.5) == 0
+    assert await journals[2].take_rate_slot("upstream", 0.5) == pytest.approx(0.5)
+
+    clock.now -= 10_000  # a replica whose clock is far behind waits at most the horizon
+    assert await journals[0].take_rate_slot("upstream", 0.5) == pytest.approx(RATE_SLOT_HORIZON)
+    for j in journals:
+        await j.close()
+
+
+async def test_a_server_key_is_made_once_and_is_the_same_for_every_journal(store: Store) -> None:
+    journals = [await store.open() for _ in range(3)]
+    keys: list[bytes] = []
+
+    async def ask(j: TaskJournal) -> None:
+        keys.append(await j.server_key("links"))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(9):
+            tg.start_soon(ask, journals[n % 3])
+    assert len(set(keys)) == 1 and len(keys[0]) == 32
+    assert await journals[0].server_key("other") != keys[0]
+    for j in journals:
+        await j.close()
+    again = await store.open()  # kept: links signed before a restart still check
+    assert await again.server_key("links") == keys[0]
+    await again.close()
 
 
 async def test_download_lease_race_has_one_winner(store: Store) -> None:

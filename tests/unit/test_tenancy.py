@@ -117,6 +117,7 @@ async def test_a_version_3_journal_migrates_its_rows_and_uploads_to_the_local_us
     with sqlite3.connect(path) as raw:  # wind the file back to what version 3 wrote
         raw.executescript(
             """
+            DROP TABLE rate_slots; DROP TABLE server_keys;
             DROP INDEX tasks_tenant_created;
             ALTER TABLE tasks DROP COLUMN tenant; ALTER TABLE tasks DROP COLUMN own_key;
             ALTER TABLE confirmations DROP COLUMN tenant;

@@ -44,6 +44,7 @@ from wan_mcp.core.journal import (
     check_list_status,
 )
 from wan_mcp.core.leases import DownloadLeases
+from wan_mcp.core.links import DownloadLinks
 from wan_mcp.core.media import VideoDescriber, looks_like_image, prepare_image, sniff_video, video_problem
 from wan_mcp.core.media.film import MAX_FILM_PARTS, FilmError, join_clips, last_frame_png
 from wan_mcp.core.request import (
@@ -68,7 +69,7 @@ from wan_mcp.core.spending import (
     refusals,
     token_digest,
 )
-from wan_mcp.core.tenancy import LOCAL, TENANTS_FOLDER, Tenant
+from wan_mcp.core.tenancy import LOCAL, Tenant, tenant_folder
 from wan_mcp.core.tracker import TaskTracker, UpdateFn, observation_of
 from wan_mcp.core.views import ErrorInfo, PlanView, QuoteView, TaskList, TaskView, UploadView, UsageView, iso
 from wan_mcp.errors import ErrorCode, WanError
@@ -167,7 +168,11 @@ class VideoService:
         options: ServiceOptions,
         prices: PriceTable | None = None,
         wall_clock: Callable[[], float] = time.time,
+        links: DownloadLinks | None = None,
     ) -> None:
+        """``links``: on a hosted server, signs each remote tenant's finished file into a download URL
+        (a server-side path means nothing to a client on another machine)."""
+        self._links = links
         self._provider = provider
         self._journal = journal
         self._tracker = tracker
@@ -222,7 +227,7 @@ class VideoService:
         boundary = self._boundaries.get(tenant_id)
         if boundary is None:
             shared = self._boundary.output_root
-            own = shared / TENANTS_FOLDER / tenant_id
+            own = tenant_folder(shared, tenant_id)
             configured = self._boundary.read_roots
             others = [r for r in configured if not (shared.is_relative_to(r) or r.is_relative_to(shared))]
             roots = [own, *others]
@@ -839,7 +844,8 @@ class VideoService:
         if settled is not None:
             # Finished and saved (or failed): nothing about it can change, so agents asking
             # again and again are answered from memory, with no thread hop or file probe.
-            return StatusResult(settled.view.model_copy(deep=True), settled.poster_jpeg)
+            view = self._with_link(settled.view.model_copy(deep=True), tenant.id)  # a fresh expiry each time
+            return StatusResult(view.with_next(), settled.poster_jpeg)
         result = await self._status(
             task_id, wait_seconds=wait_seconds, download=download, on_update=on_update, tenant=tenant
         )
@@ -1061,7 +1067,19 @@ class VideoService:
     # --- wording ------------------------------------------------------------------------------
 
     def _view(self, record: TaskRecord, *, include_sent: bool = False) -> TaskView:
-        return TaskView.from_record(record, include_sent=include_sent, next_poll_seconds=self._tracker.advice(record))
+        view = TaskView.from_record(record, include_sent=include_sent, next_poll_seconds=self._tracker.advice(record))
+        return self._with_link(view, record.tenant)
+
+    def _with_link(self, view: TaskView, tenant_id: str) -> TaskView:
+        """A remote tenant's saved file, as a signed download URL (none for the local user)."""
+        if self._links is None or tenant_id == LOCAL.id or not view.local_path:
+            return view
+        link = self._links.sign(
+            tenant=tenant_id, task_id=view.task_id, local_path=view.local_path, size_bytes=view.size_bytes
+        )
+        if link is not None:
+            view.download_url, view.download_expires_at = link.url, iso(link.expires_at)
+        return view
 
     def _explain(self, view: TaskView) -> TaskView:
         """Attach the next step: to failures classified (content policy vs other), else from the status."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from pydantic import SecretStr
@@ -20,7 +21,7 @@ from wan_mcp.core.clock import SYSTEM_CLOCK, Clock
 from wan_mcp.core.journal import LOCAL_TENANT
 from wan_mcp.errors import ErrorCode, WanError
 
-__all__ = ["LOCAL", "RATE_SETTING", "TENANTS_FOLDER", "TENANT_ID", "Tenant", "TenantRates"]
+__all__ = ["LOCAL", "RATE_SETTING", "TENANTS_FOLDER", "TENANT_ID", "Tenant", "TenantRates", "tenant_folder"]
 
 #: What a tenant id may look like: it names a folder (the tenant's output files) and a journal key.
 TENANT_ID: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -28,6 +29,11 @@ RATE_SETTING: Final = "WAN_MCP_TENANT_RATE_PER_MINUTE"
 #: Inside the output folder: one folder per remote tenant (``tenants/<id>/``), which only that
 #: tenant may read or write; the local user's files stay where they always were.
 TENANTS_FOLDER: Final = "tenants"
+
+
+def tenant_folder(output_root: Path, tenant_id: str) -> Path:
+    """A remote tenant's own folder inside the shared output folder (its files, and only its)."""
+    return output_root / TENANTS_FOLDER / tenant_id
 
 
 @dataclass(frozen=True)

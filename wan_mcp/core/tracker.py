@@ -26,6 +26,7 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from types import TracebackType
 
 import anyio
@@ -92,6 +93,8 @@ class _Watch:
     last_zero: float | None = None  # monotonic time of the last poll that saw 0 % (the job not started)
     #: The backend holding the tenant's own key, for a task made with it (lives with the watch only).
     provider: VideoProvider | None = None
+    #: Set when the journal announces that another replica changed this task's row.
+    news: anyio.Event = field(default_factory=anyio.Event)
 
     def publish(self, record: TaskRecord) -> None:
         self.record = record
@@ -109,9 +112,15 @@ class RateLimiter:
     of a thousand-long line.
     """
 
-    def __init__(self, rate: float, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, rate: float, clock: Clock = SYSTEM_CLOCK, *, shared: Callable[[float], Awaitable[float]] | None = None
+    ) -> None:
+        """``shared(spacing)``: books a slot of a budget shared with other processes (replicas on one
+        database) and returns the seconds until it; each turn then waits for that slot too, so N
+        replicas together stay within ``rate``, not N times it."""
         self._spacing = 1.0 / rate
         self._clock = clock
+        self._shared = shared
         self._next = 0.0
         self._queues: dict[str, deque[anyio.Event]] = {}
         self._order: deque[str] = deque()  # tenants with callers waiting, in turn order
@@ -143,10 +152,22 @@ class RateLimiter:
             now = self._clock.monotonic()
             if self._next > now:
                 await self._clock.sleep(self._next - now)
-                now = self._clock.monotonic()
+            if self._shared is not None:
+                await self._shared_slot()
+            now = self._clock.monotonic()
             self._next = max(now, self._next) + self._spacing
         finally:
             self._pass_turn()
+
+    async def _shared_slot(self) -> None:
+        assert self._shared is not None
+        try:
+            wait = await self._shared(self._spacing)
+        except WanError as err:  # the database is unreachable for a moment: this process's own spacing holds
+            log.warning("shared upstream rate budget unavailable (%s); pacing this process alone", err.code.value)
+            return
+        if wait > 0:
+            await self._clock.sleep(wait)
 
     def _pass_turn(self) -> None:
         """Give the turn to the next tenant in line (its oldest caller), or mark the limiter idle."""
@@ -173,11 +194,14 @@ class RateLimiter:
             self._order.remove(tenant)
 
 
+#: The shared rate budget's name in the journal (replicas pace their upstream polls on it together).
+UPSTREAM_BUDGET = "upstream"
 #: Poll leases share the journal's lease table with download leases, under this key prefix.
 POLL_LEASE_PREFIX = "poll:"
 #: A replica that stops polling a task (killed, stopped) hands it over after at most this long.
 POLL_LEASE_SECONDS = 30.0
-#: How often a replica that does not hold a task's poll lease reads its journal row.
+#: How often a replica that does not hold a task's poll lease reads its journal row when the journal
+#: announces no change (PostgreSQL's NOTIFY wakes it at once; SQLite has no such feed).
 FOLLOW_SECONDS = 1.0
 
 
@@ -239,7 +263,9 @@ class TaskTracker:
         self._journal = journal
         self._timing = timing or PollTiming()
         self._clock = clock
-        self._limiter = RateLimiter(rate_budget, clock)
+        self._limiter = RateLimiter(
+            rate_budget, clock, shared=partial(journal.take_rate_slot, UPSTREAM_BUDGET) if shared else None
+        )
         self._rng = rng or random.Random()
         self._watches: dict[str, _Watch] = {}
         self._tg: TaskGroup | None = None
@@ -252,6 +278,8 @@ class TaskTracker:
     async def __aenter__(self) -> TaskTracker:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        if self._shared:  # followers wake on the holder's write, not on their next read of the row
+            self._tg.start_soon(self._journal.listen, self._heard)
         return self
 
     async def __aexit__(
@@ -471,7 +499,9 @@ class TaskTracker:
                 if self._shared:
                     held = await self._hold(key, delay)
                     if not held:  # another replica polls it: follow its journal row instead
-                        await self._clock.sleep(self._follow_seconds)
+                        with self._clock.move_on_after(self._follow_seconds):
+                            await watch.news.wait()  # announced by the journal, or read anyway
+                        watch.news = anyio.Event()
                         await self._follow(watch)
                         continue
                 watch.next_poll_at = self._clock.monotonic() + delay
@@ -522,6 +552,12 @@ class TaskTracker:
         except WanError as err:  # the database is unreachable for a moment: poll rather than stall
             log.warning("poll lease for %s unavailable (%s); polling anyway", key, err.code.value)
             return True
+
+    def _heard(self, ident: str) -> None:
+        """The journal says a task's row changed (written by any replica): wake its follower."""
+        watch = self._watches.get(ident)
+        if watch is not None:
+            watch.news.set()
 
     async def _follow(self, watch: _Watch) -> TaskRecord:
         """Take the holder's news from the shared journal (a cheap local read, no upstream request)."""

@@ -56,6 +56,9 @@ class TaskView(BaseModel):
     video_url: str | None = None
     url_expires_at: str | None = None
     local_path: str | None = None
+    #: On a hosted server: the saved file for this tenant, a signed link that expires (see links.py).
+    download_url: str | None = None
+    download_expires_at: str | None = None
     sha256: str | None = None
     size_bytes: int | None = None
     width: int | None = None
@@ -107,7 +110,12 @@ class TaskView(BaseModel):
     def with_next(self) -> TaskView:
         """Fill :attr:`next` from the status (call it once the view is final)."""
         if self.status == "completed":
-            if self.local_path:
+            if self.download_url:
+                self.next = (
+                    f"done: give the user download_url (the MP4; valid until {self.download_expires_at}, "
+                    f"get_task_status(task_id='{self.task_id}') gives a fresh one)"
+                )
+            elif self.local_path:
                 self.next = f"done: the MP4 is at local_path ({self.local_path}); show it to the user"
             else:
                 self.next = f"call get_task_status(task_id='{self.task_id}') to download the MP4, or use video_url"
@@ -148,6 +156,8 @@ class TaskView(BaseModel):
                     text += f" ({self.width}x{self.height}"
                     text += f", {self.duration_seconds:.1f}s)" if self.duration_seconds else ")"
                 text += "."
+            if self.download_url:
+                text += f" Download: {self.download_url} (valid until {self.download_expires_at})."
             if self.video_url:
                 text += f" URL: {self.video_url}"
                 text += f" (expires {self.url_expires_at})." if self.url_expires_at else "."

@@ -21,6 +21,7 @@ from wan_mcp import __version__
 from wan_mcp.config import Settings
 from wan_mcp.core.boundary import FileBoundary, UrlPolicy
 from wan_mcp.core.journal import SqliteJournal, TaskJournal
+from wan_mcp.core.links import LINK_KEY, DownloadLinks
 from wan_mcp.core.service import ServiceOptions, VideoService
 from wan_mcp.core.spending import PriceTable
 from wan_mcp.core.tenancy import TENANTS_FOLDER
@@ -55,6 +56,7 @@ async def open_service(
     *,
     remote: bool = False,
     http: httpx2.AsyncClient | None = None,
+    download_base: str | None = None,
 ) -> AsyncIterator[VideoService]:
     """Everything a VideoService needs, opened in order and closed in reverse.
 
@@ -62,6 +64,8 @@ async def open_service(
     unless ``allow_remote_paths`` says so. ``http``: the HTTP client of the caller, who closes
     it (the HTTP transports make one per process, which the OAuth verifier shares; an SSE
     connection runs this per connection); without it one is made here and closed here.
+    ``download_base``: where this server is reached (an HTTP transport's base URL): remote tenants
+    then get their finished files as signed links under it (``<base>/files/...``).
     """
     if settings.allowed_dirs is None:
         _create_inbox(settings.resolved_inbox_dir)
@@ -104,8 +108,19 @@ async def open_service(
             http=http,
             options=ServiceOptions.from_settings(settings, local_paths=not remote or settings.allow_remote_paths),
             prices=PriceTable.load(settings.prices_file),
+            links=None if download_base is None else await download_links(settings, journal, download_base),
         )
         yield service
+
+
+async def download_links(settings: Settings, journal: TaskJournal, base_url: str) -> DownloadLinks:
+    """The link signer (and checker) of this deployment: its key is the journal's, shared by every replica."""
+    return DownloadLinks(
+        await journal.server_key(LINK_KEY),
+        base_url=base_url,
+        output_dir=settings.resolved_output_dir,
+        ttl_seconds=settings.download_link_seconds,
+    )
 
 
 async def open_journal(settings: Settings) -> TaskJournal:
@@ -149,6 +164,7 @@ def build_server(
     lifecycle: Lifecycle | None = None,
     remote: bool = False,
     http: httpx2.AsyncClient | None = None,
+    download_base: str | None = None,
 ) -> MCPServer[AppState]:
     """The MCP server. ``principals``: who may call (HTTP/SSE) and as which tenant; none on stdio."""
     run = lifecycle if lifecycle is not None else Lifecycle()
@@ -158,7 +174,7 @@ def build_server(
         run.mark_closed(False)
         try:
             async with (
-                open_service(settings, run, remote=remote, http=http) as service,
+                open_service(settings, run, remote=remote, http=http, download_base=download_base) as service,
                 anyio.create_task_group() as tg,
             ):
                 if settings.api_key is not None:

@@ -25,6 +25,7 @@ import socket
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import httpx2
@@ -42,6 +43,7 @@ from wan_mcp.config import Settings
 from wan_mcp.errors import ErrorCode, WanError, register_secret
 from wan_mcp.gateway.client import make_http_client
 from wan_mcp.server.app import build_server, journal_ready, quiet_third_party_loggers
+from wan_mcp.server.files import FILES_ROUTE, FileRoute
 from wan_mcp.server.lifecycle import Lifecycle
 from wan_mcp.server.limits import MAX_CONNECTIONS, GuardedH11Protocol, SseSessionLimit
 from wan_mcp.server.principals import Principals
@@ -164,6 +166,16 @@ def check_bind(settings: Settings, host: str) -> None:
         )
 
 
+def links_base(resource: str) -> str:
+    """Where download links point: the MCP endpoint's folder (``https://h/p/mcp`` -> ``https://h/p``)."""
+    parts = urlsplit(resource)
+    path = parts.path.rstrip("/")
+    head, _, last = path.rpartition("/")
+    if last in ("mcp", "sse"):
+        path = head
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
 def build_http_app(
     settings: Settings,
     transport: Literal["sse", "http"],
@@ -182,6 +194,8 @@ def build_http_app(
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - compared, not bound
     base = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
     resource = settings.public_url or f"{base}{'/mcp' if transport == 'http' else '/sse'}"
+    # Remote tenants' videos: signed links under the resource's parent (behind a proxy, its public path).
+    download_base = links_base(resource)
     principals = Principals.from_settings(settings, tokens, http=lambda: http, audience=resource)
     auth = AuthSettings(
         issuer_url=AnyHttpUrl(settings.oauth_issuer or base),
@@ -189,7 +203,15 @@ def build_http_app(
         required_scopes=[settings.oauth_scope],
         validate_token_resource=False,  # the audience is checked in the JWT itself; static tokens have none
     )
-    server = build_server(settings, principals=principals, auth=auth, lifecycle=lifecycle, remote=True, http=http)
+    server = build_server(
+        settings,
+        principals=principals,
+        auth=auth,
+        lifecycle=lifecycle,
+        remote=True,
+        http=http,
+        download_base=download_base,
+    )
     if settings.oauth_issuer:
         # RFC 9728 places the metadata at the path-inserted URL (the SDK serves that one, and 401s
         # point to it); clients that look only at the root find it there too.
@@ -213,6 +235,10 @@ def build_http_app(
         return JSONResponse({"ok": ready}, status_code=200 if ready else 503)
 
     server.custom_route("/readyz", methods=["GET"], include_in_schema=False)(readyz)
+    # Unauthenticated by bearer: the signature is the credential (see server/files.py).
+    server.custom_route(FILES_ROUTE, methods=["GET", "HEAD"], include_in_schema=False)(
+        FileRoute(settings, download_base).handle
+    )
 
     security = transport_security(settings, host, port)
     if transport == "http":

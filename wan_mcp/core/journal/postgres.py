@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
@@ -49,6 +51,7 @@ from wan_mcp.core.journal.records import (
     check_list_status,
     check_status,
     merge,
+    rate_slot,
     task_from_row,
     token_refusal,
     upload_from_row,
@@ -57,6 +60,7 @@ from wan_mcp.errors import ErrorCode, WanError, redact
 
 __all__ = ["PostgresJournal"]
 
+log = logging.getLogger(__name__)
 Row = dict[str, Any]
 
 #: Advisory lock keys (any two constants of our own): migrations, and the reservation step.
@@ -64,6 +68,10 @@ _MIGRATION_LOCK: Final = 0x57414E4D01
 _RESERVE_LOCK: Final = 0x57414E4D02
 _MAX_LIST_LIMIT: Final = 1000
 PING_SECONDS: Final = 3.0
+#: The NOTIFY channel on which every task row change is announced (payload: business id, task id).
+CHANNEL: Final = "wan_mcp_tasks"
+#: How long a lost change feed waits before connecting again (readers poll rows meanwhile).
+LISTEN_RETRY_SECONDS: Final = 2.0
 
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
@@ -136,6 +144,12 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """,
         "CREATE INDEX confirmations_expiry ON confirmations (expires_at)",
     ),
+    # 2: shared by every replica: the next free slot of each upstream rate budget, and the key that
+    # signs download links (made once, so any replica checks a link another one signed).
+    (
+        "CREATE TABLE rate_slots (name TEXT PRIMARY KEY, next_at DOUBLE PRECISION NOT NULL)",
+        "CREATE TABLE server_keys (name TEXT PRIMARY KEY, key BYTEA NOT NULL, created_at DOUBLE PRECISION NOT NULL)",
+    ),
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
@@ -154,9 +168,12 @@ def _dumps(value: object) -> str:
 class PostgresJournal:
     """The journal in a PostgreSQL database shared by any number of server processes."""
 
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Row]], where: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[AsyncConnection[Row]], url: str, where: str, clock: Callable[[], float]
+    ) -> None:
         """Use :meth:`open`."""
         self._pool = pool
+        self._url = url  # for the change feed's own connection; never shown (it may hold a password)
         self._where = where  # host/db for messages; never the password
         self._clock = clock
 
@@ -187,7 +204,7 @@ class PostgresJournal:
         except Exception as exc:
             await pool.close()
             raise _translate(exc, where, url) from None
-        return cls(pool, where, clock or time.time)
+        return cls(pool, url, where, clock or time.time)
 
     @staticmethod
     async def ping(url: str) -> bool:
@@ -258,6 +275,9 @@ class PostgresJournal:
             await conn.execute(query, {**values, "business_id__": business_id})
         row = await self._one(conn, f"SELECT {_TASK_COLUMNS} FROM tasks WHERE business_id = %s", (business_id,))
         assert row is not None  # the row is locked by this transaction
+        if values:  # delivered to every listening replica when (and only if) the transaction commits
+            ids = [business_id] if row["task_id"] is None else [business_id, row["task_id"]]
+            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, _dumps(ids)))
         return task_from_row(row)
 
     async def _insert(self, conn: AsyncConnection[Row], values: Mapping[str, object]) -> TaskRecord:
@@ -676,6 +696,49 @@ class PostgresJournal:
 
         await self._transaction(release)
 
+    async def take_rate_slot(self, name: str, spacing: float) -> float:
+        async def take(conn: AsyncConnection[Row]) -> float:
+            now = self._clock()
+            # The row first (so FOR UPDATE has something to lock): concurrent callers queue on it.
+            await conn.execute(
+                "INSERT INTO rate_slots (name, next_at) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING", (name, now)
+            )
+            row = await self._one(conn, "SELECT next_at FROM rate_slots WHERE name = %s FOR UPDATE", (name,))
+            assert row is not None
+            slot, following = rate_slot(float(row["next_at"]), now, spacing)
+            await conn.execute("UPDATE rate_slots SET next_at = %s WHERE name = %s", (following, name))
+            return slot - now
+
+        result: float = await self._transaction(take)
+        return result
+
+    async def server_key(self, name: str) -> bytes:
+        async def make(conn: AsyncConnection[Row]) -> bytes:
+            await conn.execute(
+                "INSERT INTO server_keys (name, key, created_at) VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING",
+                (name, secrets.token_bytes(32), self._clock()),
+            )
+            row = await self._one(conn, "SELECT key FROM server_keys WHERE name = %s", (name,))
+            assert row is not None
+            return bytes(row["key"])
+
+        result: bytes = await self._transaction(make)
+        return result
+
+    async def listen(self, on_change: Callable[[str], None]) -> None:
+        """LISTEN on one connection of its own (outside the pool); after a failure, connect again."""
+        while True:
+            try:
+                feed = await AsyncConnection.connect(self._url, autocommit=True, connect_timeout=10)
+                async with feed as conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+                    async for note in conn.notifies():
+                        for ident in _announced(note.payload):
+                            on_change(ident)
+            except Exception as exc:  # the database went away: readers fall back to reading rows meanwhile
+                log.warning("journal change feed lost (%s); reconnecting", _translate(exc, self._where).message)
+            await anyio.sleep(LISTEN_RETRY_SECONDS)
+
     # --- lifecycle ----------------------------------------------------------------
 
     async def close(self) -> None:
@@ -710,6 +773,15 @@ async def _migrate(conn: AsyncConnection[Row]) -> None:
                 await conn.execute("INSERT INTO wan_mcp_schema (version) VALUES (%s)", (number + 1,))
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+
+
+def _announced(payload: str) -> list[str]:
+    """The ids in a change announcement (a JSON list of strings); anything else on the channel is ignored."""
+    try:
+        ids = json.loads(payload)
+    except ValueError:
+        return []
+    return [i for i in ids[:2] if isinstance(i, str)] if isinstance(ids, list) else []
 
 
 def _where(url: str) -> str:

@@ -132,4 +132,21 @@ class TaskJournal(Protocol):
 
     async def release_download(self, task_id: str, owner: str) -> None: ...
 
+    async def take_rate_slot(self, name: str, spacing: float) -> float:
+        """Book the next slot of the rate budget ``name`` shared by every process on this journal
+        (one request every ``spacing`` seconds in all, see :func:`~.records.rate_slot`); return the
+        seconds until it (0 when it is now). Concurrent callers get distinct slots."""
+        ...
+
+    async def server_key(self, name: str) -> bytes:
+        """A random 32-byte secret made the first time ``name`` is asked for, then the same for every
+        process on this journal (replicas check each other's signed links with it)."""
+        ...
+
+    async def listen(self, on_change: Callable[[str], None]) -> None:
+        """Call ``on_change(id)`` (the business id, and the task id once known) whenever any process
+        changes a task row, until cancelled; reconnects by itself after a failure. A backend with no
+        change feed returns at once: its readers find changes by reading the row."""
+        ...
+
     async def close(self) -> None: ...

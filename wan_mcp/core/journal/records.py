@@ -20,6 +20,7 @@ __all__ = [
     "DUPLICATE_BLIND",
     "FILM_MODE",
     "LOCAL_TENANT",
+    "RATE_SLOT_HORIZON",
     "STATUSES",
     "STATUS_ORDER",
     "TERMINAL",
@@ -42,6 +43,7 @@ __all__ = [
     "check_status",
     "expiry_seconds",
     "merge",
+    "rate_slot",
     "task_from_row",
     "token_refusal",
     "upload_from_row",
@@ -62,6 +64,10 @@ ACTIVE: Final[frozenset[str]] = frozenset({"queued", "in_progress"})
 
 #: The one principal of a stdio server (and of every row written before tenants existed).
 LOCAL_TENANT: Final = "local"
+
+#: A shared rate budget never books a slot further ahead than this: a replica whose clock once ran
+#: far ahead cannot stall every other replica's requests for longer.
+RATE_SLOT_HORIZON: Final = 60.0
 
 #: The ``mode`` of a joined film's row (its parts are in ``payload["parts"]``; nothing upstream).
 FILM_MODE: Final = "film"
@@ -349,3 +355,15 @@ def token_refusal(row: RowLike | None, fingerprint: str, now: float) -> TokenRef
     if row["expires_at"] <= now:
         return TokenRefused("expired")
     return None
+
+
+def rate_slot(next_at: float | None, now: float, spacing: float) -> tuple[float, float]:
+    """The slot a caller of a shared rate budget gets, and the next free one after it.
+
+    ``next_at`` is the stored next free slot (``None``: the budget was never used). Slots are
+    ``spacing`` apart, never in the past, and at most :data:`RATE_SLOT_HORIZON` ahead.
+    """
+    if spacing <= 0:
+        raise ValueError("spacing must be positive")
+    slot = now if next_at is None else min(max(next_at, now), now + RATE_SLOT_HORIZON)
+    return slot, slot + spacing

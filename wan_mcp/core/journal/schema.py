@@ -120,6 +120,23 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "DROP TABLE uploads",
         "ALTER TABLE uploads_by_tenant RENAME TO uploads",
     ),
+    # 5: shared by every process on the journal: the next free slot of each upstream rate budget,
+    # and the key that signs download links (made once, so every replica checks every link).
+    (
+        """
+        CREATE TABLE rate_slots (
+            name    TEXT PRIMARY KEY,
+            next_at REAL NOT NULL
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE server_keys (
+            name       TEXT PRIMARY KEY,
+            key        BLOB NOT NULL,
+            created_at REAL NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ),
 )
 
 #: The schema version this code writes; a file with a higher ``user_version`` is refused.

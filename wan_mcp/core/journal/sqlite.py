@@ -24,6 +24,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import secrets
 import sqlite3
 import threading
 import time
@@ -56,6 +57,7 @@ from wan_mcp.core.journal.records import (
     check_list_status,
     check_status,
     merge,
+    rate_slot,
     task_from_row,
     token_refusal,
     upload_from_row,
@@ -725,6 +727,35 @@ class SqliteJournal:
             self._write(conn, release, durable=False)
 
         await self._call(work)
+
+    async def take_rate_slot(self, name: str, spacing: float) -> float:
+        def take(conn: sqlite3.Connection) -> float:
+            now = self._clock()
+            row = conn.execute("SELECT next_at FROM rate_slots WHERE name = ?", (name,)).fetchone()
+            slot, following = rate_slot(None if row is None else float(row["next_at"]), now, spacing)
+            conn.execute(
+                "INSERT INTO rate_slots (name, next_at) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET next_at = excluded.next_at",
+                (name, following),
+            )
+            return slot - now
+
+        return await self._transaction(take, durable=False)
+
+    async def server_key(self, name: str) -> bytes:
+        def make(conn: sqlite3.Connection) -> bytes:
+            conn.execute(
+                "INSERT INTO server_keys (name, key, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, secrets.token_bytes(32), self._clock()),
+            )
+            row = conn.execute("SELECT key FROM server_keys WHERE name = ?", (name,)).fetchone()
+            return bytes(row["key"])
+
+        return await self._transaction(make, durable=True)
+
+    async def listen(self, on_change: Callable[[str], None]) -> None:
+        """No feed: SQLite has no notifications between processes (readers re-read the row)."""
+        return
 
     # --- lifecycle ----------------------------------------------------------------
 
