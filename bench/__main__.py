@@ -100,7 +100,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Row], list[
                 errlog,
                 seconds=2.0 if quick else 6.0,
                 clients=24,
-                jobs=60 if quick else 240,
+                jobs=30 if quick else 60,
                 calls=100 if quick else 400,
             )
             rows += got
