@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.extension import ClientExtension
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -226,18 +227,22 @@ def sse_server(
 
 @asynccontextmanager
 async def connect(
-    server: HttpServer, token: str | None = TOKENS[0], *, headers: dict[str, str] | None = None
+    server: HttpServer,
+    token: str | None = TOKENS[0],
+    *,
+    headers: dict[str, str] | None = None,
+    extensions: Sequence[ClientExtension] = (),
 ) -> AsyncIterator[Client]:
     """The official client over the server's transport, with a bearer token (and any other headers)."""
     headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
     if server.transport == "http":
         async with (
             httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=120.0)) as http,
-            Client(streamable_http_client(server.url, http_client=http)) as client,
+            Client(streamable_http_client(server.url, http_client=http), extensions=extensions) as client,
         ):
             yield client
     else:
-        async with Client(sse_client(server.url, headers=headers, timeout=30.0)) as client:
+        async with Client(sse_client(server.url, headers=headers, timeout=30.0), extensions=extensions) as client:
             yield client
 
 

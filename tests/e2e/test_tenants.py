@@ -33,6 +33,7 @@ from PIL import Image
 from tests.e2e.conftest import Dirs, HttpServer, connect, free_port, server_env, start_http_server
 from tests.helpers import error, files_of, ok, text
 from tests.oauth_server import AuthServer, OAuthClient
+from tests.tasks_client import CreateTaskResult, TasksClient, get_task
 from wan_mcp.server.tenants_file import TenantEntry, add_tenant
 from wan_mcp.simulator.harness import SimulatorServer
 
@@ -327,3 +328,23 @@ async def test_a_tenant_gets_its_video_as_a_signed_link_that_only_opens_its_own_
         Path(his["local_path"]).unlink()
         gone = await web.get(his["download_url"])
         assert gone.status_code == 404 and gone.json()["error"]["task_id"] == his["task_id"]
+
+
+async def test_a_background_job_handle_answers_only_the_tenant_that_made_it(stage: Stage) -> None:
+    tasks = TasksClient()
+    async with connect(stage.server, stage.tokens["alice"], extensions=[tasks]) as alice:
+        raw = await alice.session.call_tool(
+            "generate_video", {"prompt": "a lantern festival", "resolution": "720p"}, allow_claimed=True
+        )
+        assert isinstance(raw, CreateTaskResult)
+        assert (await get_task(alice.session, raw.task_id))["status"] in ("working", "completed")
+    async with connect(stage.server, stage.tokens["bob"], extensions=[TasksClient()]) as bob:
+        answers = []
+        for handle in (raw.task_id, "wt1.dmlkZW9fTkVWRVI.AAAAAAAAAAAAAAAAAAAAAAAA"):  # alice's, and one never made
+            with pytest.raises(MCPError) as refused:
+                await get_task(bob.session, handle)
+            answers.append((refused.value.error.code, refused.value.error.message))
+        assert answers[0] == answers[1], answers  # another tenant's task is a task never made
+    async with connect(stage.server, stage.tokens["alice"], extensions=[tasks]) as alice:
+        done = ok(await alice.call_tool("generate_video", {"prompt": "a lantern festival", "resolution": "720p"}))
+    assert done["status"] == "completed" and done["download_url"]  # the same job, resolved through tasks/get

@@ -29,6 +29,7 @@ from wan_mcp.core.tracker import PollTiming, TaskTracker
 from wan_mcp.errors import ErrorCode, WanError
 from wan_mcp.gateway.client import GatewayClient, RetryPolicy, make_http_client
 from wan_mcp.server.lifecycle import Lifecycle
+from wan_mcp.server.mcp_tasks import TasksExtension
 from wan_mcp.server.principals import Principals
 from wan_mcp.server.resources import instructions, register_resources
 from wan_mcp.server.tools import AppState, build_tools
@@ -194,6 +195,7 @@ def build_server(
         token_verifier=principals,
         auth=auth,
         middleware=[run],
+        extensions=[TasksExtension()],  # background jobs for clients that declare MCP Tasks
     )
     register_resources(server)
     return server

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import math
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
@@ -36,6 +37,10 @@ from wan_mcp.server.consent import InputRequired, confirmer_for
 from wan_mcp.server.principals import Principals
 from wan_mcp.server.registration import ToolFn, make_tool
 from wan_mcp.server.schemas import output_schema
+
+#: Set (by the MCP Tasks extension, ``mcp_tasks.py``) while a ``generate_video`` call answers with a
+#: task handle: the call then returns as soon as the job is submitted, whatever ``wait_seconds`` says.
+AS_TASK: ContextVar[bool] = ContextVar("wan_mcp_as_task", default=False)
 
 
 @dataclass
@@ -142,6 +147,8 @@ async def generate_video(arguments: dict[str, Any], ctx: Context[Any, Any]) -> C
     state, tenant = caller(ctx, "generate_video")
     args = ToolArguments("generate_video", arguments, VideoService.TOOL_ARGUMENTS)
     wait = _wait(state.service, args)
+    if AS_TASK.get():  # a background job: answer with its handle once submitted
+        wait = 0.0
     dry_run = args.take("dry_run", "boolean", False)
     confirm_token = args.take("confirm_token", "string")
     args.finish(rest_is_checked=True)  # the request fields are parse_video_request's to check
@@ -172,7 +179,7 @@ async def get_task_status(arguments: dict[str, Any], ctx: Context[Any, Any]) -> 
     result = await state.service.status(
         task_id, wait_seconds=wait, download=bool(download), on_update=ProgressReporter(ctx).update, tenant=tenant
     )
-    return _status_result(result)
+    return status_result(result)
 
 
 @speaks_wan_errors
@@ -218,7 +225,7 @@ async def join_videos(arguments: dict[str, Any], ctx: Context[Any, Any]) -> Call
     result = await state.service.join(
         task_ids, transition=str(transition), crossfade_seconds=float(crossfade), on_progress=progress, tenant=tenant
     )
-    return _status_result(result)
+    return status_result(result)
 
 
 @speaks_wan_errors
@@ -229,7 +236,7 @@ async def get_usage(arguments: dict[str, Any], ctx: Context[Any, Any]) -> CallTo
     return _result(view.summary(), view)
 
 
-def _status_result(result: StatusResult) -> CallToolResult:
+def status_result(result: StatusResult) -> CallToolResult:
     """A task (or film) answer: the view, a link to its file, and its poster frame when there is one."""
     extra = _file_links(result.view)
     if result.poster_jpeg:
