@@ -83,6 +83,8 @@ class Settings(BaseSettings):
         extra="ignore",
         validate_default=True,
         enable_decoding=False,  # lists from env are split by _split_paths / _split_commas, not parsed as JSON
+        # WAN_MCP_X= is unset: hosts fill an optional setting the user left blank with "" (MCPB user_config)
+        env_ignore_empty=True,
     )
 
     # --- upstream ---------------------------------------------------------------
