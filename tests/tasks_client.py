@@ -12,9 +12,17 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import anyio
-from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
+from mcp.client.extension import ClaimContext, ClientExtension, NotificationBinding, ResultClaim
 from mcp.client.session import ClientSession
-from mcp.types import CallToolResult, Request, RequestParams, Result
+from mcp.types import (
+    CallToolResult,
+    NotificationParams,
+    Request,
+    RequestParams,
+    Result,
+    SubscriptionFilter,
+    SubscriptionsListenRequestParams,
+)
 from pydantic import ConfigDict, TypeAdapter
 
 EXTENSION = "io.modelcontextprotocol/tasks"
@@ -58,7 +66,22 @@ class UpdateTask(Request[UpdateParams, Literal["tasks/update"]]):
     name_param = "taskId"
 
 
+class Listen(Request[SubscriptionsListenRequestParams, Literal["subscriptions/listen"]]):
+    method: Literal["subscriptions/listen"] = "subscriptions/listen"
+    params: SubscriptionsListenRequestParams
+
+
+class TaskNotice(NotificationParams):
+    model_config = ConfigDict(extra="allow")
+
+
 ANY: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+
+
+async def listen_tasks(session: ClientSession, handles: list[str], **kinds: Any) -> dict[str, Any]:
+    """``subscriptions/listen`` for these task handles; returns when the server ends the stream."""
+    wanted = SubscriptionFilter.model_validate({"taskIds": handles, **kinds})
+    return await session.send_request(Listen(params=SubscriptionsListenRequestParams(notifications=wanted)), ANY)
 
 
 async def get_task(session: ClientSession, task_id: str) -> dict[str, Any]:
@@ -80,8 +103,15 @@ class TasksClient(ClientExtension):
 
     def __init__(self, *, max_polls: int = 600) -> None:
         self.created: list[CreateTaskResult] = []
+        self.notices: list[dict[str, Any]] = []
         self.polls: list[dict[str, Any]] = []
         self._max_polls = max_polls
+
+    def notifications(self) -> Sequence[NotificationBinding[Any]]:
+        return [NotificationBinding(method="notifications/tasks", params_type=TaskNotice, handler=self._noticed)]
+
+    async def _noticed(self, params: TaskNotice) -> None:
+        self.notices.append(params.model_dump(by_alias=True, exclude_none=True))
 
     def claims(self) -> Sequence[ResultClaim[Any]]:
         return [ResultClaim(result_type="task", model=CreateTaskResult, resolve=self._resolve)]

@@ -34,7 +34,7 @@ from PIL import Image
 from tests.e2e.conftest import Dirs, HttpServer, connect, free_port, server_env, start_http_server
 from tests.helpers import error, files_of, ok, text
 from tests.oauth_server import AuthServer, OAuthClient
-from tests.tasks_client import CreateTaskResult, TasksClient, get_task
+from tests.tasks_client import CreateTaskResult, TasksClient, get_task, listen_tasks
 from wan_mcp.server.tenants_file import TenantEntry, add_tenant
 from wan_mcp.simulator.harness import SimulatorServer
 
@@ -346,6 +346,13 @@ async def test_a_background_job_handle_answers_only_the_tenant_that_made_it(stag
                 await get_task(bob.session, handle)
             answers.append((refused.value.error.code, refused.value.error.message))
         assert answers[0] == answers[1], answers  # another tenant's task is a task never made
+        with anyio.fail_after(30):  # nor can he follow it: nothing honoured, so the stream ends at once
+            await listen_tasks(bob.session, [raw.task_id])
+    async with connect(stage.server, stage.tokens["alice"], extensions=[tasks]) as alice:
+        with anyio.fail_after(60):  # she can: each change pushed, the last one carrying the result
+            await listen_tasks(alice.session, [raw.task_id])
+    await anyio.sleep(0.2)
+    assert tasks.notices and tasks.notices[-1]["status"] == "completed", tasks.notices
     async with connect(stage.server, stage.tokens["alice"], extensions=[tasks]) as alice:
         for _ in range(120):  # her own handle still answers her: poll until the job is done
             now = await get_task(alice.session, raw.task_id)

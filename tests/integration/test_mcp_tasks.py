@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client, MCPError
 from mcp.types import INVALID_PARAMS, MISSING_REQUIRED_CLIENT_CAPABILITY
 
 from tests.helpers import error, ok, simulator_settings
-from tests.tasks_client import CreateTaskResult, TasksClient, cancel_task, get_task, update_task
+from tests.tasks_client import CreateTaskResult, TasksClient, cancel_task, get_task, listen_tasks, update_task
 from wan_mcp.server.app import build_server
 from wan_mcp.server.mcp_tasks import Handles
 from wan_mcp.simulator.harness import SimulatorServer
@@ -76,6 +77,42 @@ async def test_cancel_stops_tracking_and_says_the_paid_job_goes_on(tmp_path: Pat
             # the job itself goes on upstream and stays reachable the ordinary way
             done = ok(await client.call_tool("get_task_status", {"task_id": gateway_id, "wait_seconds": 30}))
             assert done["status"] == "completed"
+
+
+async def test_a_subscriber_hears_each_change_and_the_result_without_polling(tmp_path: Path) -> None:
+    with SimulatorServer(job_seconds=2.0, api_keys={KEY}) as sim:
+        tasks = TasksClient()
+        async with Client(build_server(_settings(sim, tmp_path)), extensions=[tasks]) as client:
+            raw = await client.session.call_tool("generate_video", REQUEST, allow_claimed=True)
+            assert isinstance(raw, CreateTaskResult)
+            forged = Handles(b"x" * 32).make("local", "video_NEVERMADE")
+            with anyio.fail_after(60):  # the stream ends by itself once the one task it follows is done
+                await listen_tasks(client.session, [raw.task_id, forged])
+            await anyio.sleep(0.2)  # (notifications are dispatched to the extension one at a time)
+    notices = tasks.notices
+    assert notices and {n["taskId"] for n in notices} == {raw.task_id}  # the forged handle: never followed
+    statuses = [n["status"] for n in notices]
+    assert statuses[-1] == "completed" and set(statuses[:-1]) <= {"working"}, statuses
+    assert len({n["statusMessage"] for n in notices}) == len(notices)  # changes, not heartbeats
+    final = notices[-1]["result"]["structuredContent"]
+    assert final["status"] == "completed" and Path(final["local_path"]).is_file()
+
+
+async def test_a_task_resource_subscriber_hears_every_change_without_polling(tmp_path: Path) -> None:
+    """No tasks extension needed: a task:// subscription makes the server follow the job itself."""
+    with SimulatorServer(job_seconds=2.0, api_keys={KEY}) as sim:
+        async with Client(build_server(_settings(sim, tmp_path))) as client:
+            made = ok(await client.call_tool("generate_video", REQUEST))
+            uri = f"task://{made['task_id']}"
+            seen: list[str] = []
+            with anyio.fail_after(60):  # the stream ends by itself once the job it follows is done
+                async with client.listen(resource_subscriptions=[uri, "task://video_NEVERMADE"]) as sub:
+                    assert set(sub.honored.resource_subscriptions or ()) == {uri, "task://video_NEVERMADE"}
+                    async for event in sub:
+                        seen.append(getattr(event, "uri", ""))
+            final = await client.read_resource(uri)
+    assert len(seen) >= 2 and set(seen) == {uri}, seen  # each change, and only of this task
+    assert '"status": "completed"' in final.contents[0].text or '"status":"completed"' in final.contents[0].text
 
 
 async def test_forged_foreign_and_unknown_handles_read_as_not_found(tmp_path: Path) -> None:

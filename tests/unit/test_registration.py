@@ -75,3 +75,25 @@ async def test_an_error_result_is_passed_through_with_its_structured_content() -
     async with Client(MCPServer("pin", tools=[tool])) as client:
         result = await client.call_tool("fails", {})
     assert result.is_error and result.structured_content == {"error": {"code": "x"}}  # not validated against OUT
+
+
+async def test_serve_listen_replaces_the_sdks_listen_handler_and_ours_still_serves_plain_kinds() -> None:
+    """serve_listen reaches MCPServer's lowlevel server (one private attribute): pin that it takes effect,
+    and that a listen without taskIds is still the SDK's own (acknowledged, then closed by the client)."""
+    from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
+
+    from wan_mcp.server.registration import serve_listen
+
+    bus = InMemorySubscriptionBus()
+    server = MCPServer("pin", subscriptions=bus)
+    seen: list[str] = []
+
+    class Spy(ListenHandler):
+        async def __call__(self, ctx: Any, params: Any) -> Any:
+            seen.append("ours")
+            return await super().__call__(ctx, params)
+
+    serve_listen(server, Spy(bus))
+    async with Client(server) as client, client.listen(tools_list_changed=True) as sub:
+        assert sub.honored.tools_list_changed is True
+    assert seen == ["ours"]

@@ -16,6 +16,7 @@ import anyio
 import httpx2
 from mcp.server import MCPServer
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.subscriptions import InMemorySubscriptionBus
 
 from wan_mcp import __version__
 from wan_mcp.config import Settings
@@ -29,8 +30,9 @@ from wan_mcp.core.tracker import PollTiming, TaskTracker
 from wan_mcp.errors import ErrorCode, WanError
 from wan_mcp.gateway.client import GatewayClient, RetryPolicy, make_http_client
 from wan_mcp.server.lifecycle import Lifecycle
-from wan_mcp.server.mcp_tasks import TasksExtension
+from wan_mcp.server.mcp_tasks import TaskListenHandler, TasksExtension
 from wan_mcp.server.principals import Principals
+from wan_mcp.server.registration import serve_listen
 from wan_mcp.server.resources import instructions, register_resources
 from wan_mcp.server.tools import AppState, build_tools
 
@@ -185,6 +187,8 @@ def build_server(
         finally:
             run.mark_closed(True)
 
+    bus = InMemorySubscriptionBus()
+    tasks = TasksExtension()
     server: MCPServer[AppState] = MCPServer(
         "wan-mcp",
         title="Wan 2.6 video (ToAPIs)",
@@ -195,8 +199,10 @@ def build_server(
         token_verifier=principals,
         auth=auth,
         middleware=[run],
-        extensions=[TasksExtension()],  # background jobs for clients that declare MCP Tasks
+        extensions=[tasks],  # background jobs for clients that declare MCP Tasks
+        subscriptions=bus,
     )
+    serve_listen(server, TaskListenHandler(bus, tasks))  # subscriptions/listen, with the tasks' taskIds
     register_resources(server)
     return server
 

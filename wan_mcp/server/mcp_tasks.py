@@ -17,33 +17,57 @@ them, survive restarts, and any replica on a shared journal resolves any of them
 written before the gateway call returns, is what a handle resolves to, so ``tasks/get`` works from
 the moment the handle is returned (the SEP's durability rule).
 
-Not here yet: ``notifications/tasks`` pushes (the SDK's ``subscriptions/listen`` handler knows no
-``taskIds`` filter); clients poll ``tasks/get`` at ``pollIntervalMs``.
+A client that would rather not poll sends ``subscriptions/listen`` with ``taskIds``: each followed
+task's state is pushed as ``notifications/tasks`` on every change, the last one carrying the result
+(:class:`TaskListenHandler`, which the SDK's handler becomes through ``registration.serve_listen``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, Literal, cast
 
+import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
 from mcp.server.mcpserver.server import require_client_extension
+from mcp.server.subscriptions import ListenHandler, SubscriptionBus, _honored_subset
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, CallToolRequestParams, CallToolResult, RequestParams
+from mcp.shared.subscriptions import (
+    SUBSCRIPTION_ID_META_KEY,
+    ResourceUpdated,
+    ServerEvent,
+    event_matches,
+    event_to_notification,
+)
+from mcp.types import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    CallToolRequestParams,
+    CallToolResult,
+    Notification,
+    RequestParams,
+    SubscriptionFilter,
+    SubscriptionsAcknowledgedNotification,
+    SubscriptionsAcknowledgedNotificationParams,
+    SubscriptionsListenRequestParams,
+    SubscriptionsListenResult,
+)
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from wan_mcp.core.journal import TERMINAL, TaskRecord
 from wan_mcp.core.tenancy import LOCAL, Tenant
-from wan_mcp.core.views import iso
+from wan_mcp.core.views import TaskView, iso
 from wan_mcp.errors import ErrorCode, WanError
 from wan_mcp.server.tools import AS_TASK, AppState, error_result, status_result
 
@@ -63,6 +87,12 @@ _PASSING: Final = frozenset(
     {ErrorCode.NETWORK, ErrorCode.TIMEOUT, ErrorCode.UPSTREAM_UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.JOURNAL}
 )
 _MODERN: Final = frozenset(MODERN_PROTOCOL_VERSIONS)
+#: The resource of a task (``resources.py``): a listen stream subscribed to one hears its every change.
+TASK_URI: Final = "task://"
+#: Task handles one subscriptions/listen stream may follow.
+_MAX_FOLLOWED: Final = 100
+#: Each wait of a followed task (its status is sent on every change meanwhile, and again after).
+FOLLOW_WAIT: Final = 30.0
 
 
 @contextmanager
@@ -72,6 +102,14 @@ def _as_task() -> Iterator[None]:
         yield
     finally:
         AS_TASK.reset(token)
+
+
+@dataclass(frozen=True)
+class Followed:
+    state: AppState
+    tenant: Tenant
+    handle: str
+    task_id: str
 
 
 class TaskIdParams(RequestParams):
@@ -174,26 +212,88 @@ class TasksExtension(Extension):
 
     async def _get(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
         state, tenant, task_id = await self._open(ctx, params.task_id, count="get_task_status")
+        return await self._detail(state, tenant, params.task_id, task_id)
+
+    async def _detail(
+        self, state: AppState, tenant: Tenant, handle: str, task_id: str, *, wait: float = 0, on_update: Any = None
+    ) -> dict[str, Any]:
+        """The task as ``tasks/get`` (and ``notifications/tasks``) show it; ``wait``: first wait that long
+        for it to finish (``on_update`` hears each change on the way)."""
         record = await state.service.journal.get(task_id, tenant=tenant.id)
         if record is None:
             raise _not_found()
         note = self._cancelled.get((tenant.id, task_id))
         if note is not None:
-            return self._task(params.task_id, record, "cancelled", note, None)
+            return self._task(handle, record, "cancelled", note, None)
         try:
-            answer = await state.service.status(task_id, wait_seconds=0, download=True, tenant=tenant)
+            answer = await state.service.status(
+                task_id, wait_seconds=wait, download=True, on_update=on_update, tenant=tenant
+            )
         except WanError as err:
             err = err.with_task(task_id)
             if err.code in _PASSING:
-                return self._task(params.task_id, record, "working", err.render(), None)
+                return self._task(handle, record, "working", err.render(), None)
             done = error_result(err).model_dump(by_alias=True, mode="json", exclude_none=True)
-            return {**self._task(params.task_id, record, "completed", err.render(), None), "result": done}
+            return {**self._task(handle, record, "completed", err.render(), None), "result": done}
         view = answer.view
         fresh = await state.service.journal.get(task_id, tenant=tenant.id) or record
         if view.status in TERMINAL:
             done = status_result(answer).model_dump(by_alias=True, mode="json", exclude_none=True)
-            return {**self._task(params.task_id, fresh, "completed", view.summary(), None), "result": done}
-        return self._task(params.task_id, fresh, "working", view.summary(), view.next_poll_seconds)
+            return {**self._task(handle, fresh, "completed", view.summary(), None), "result": done}
+        return self._task(handle, fresh, "working", view.summary(), view.next_poll_seconds)
+
+    async def honour(self, ctx: ServerRequestContext[Any, Any], handles: list[str]) -> list[Followed]:
+        """The task handles of a ``subscriptions/listen`` request that this principal may follow."""
+        require_client_extension(ctx, EXTENSION)  # -32021 for a client that did not declare it
+        state, tenant = self._caller(ctx, count=None)
+        keys = await self._keys(state)
+        return [
+            Followed(state, tenant, h, task_id) for h in handles[:_MAX_FOLLOWED] if (task_id := keys.read(tenant.id, h))
+        ]
+
+    async def watchable(self, ctx: ServerRequestContext[Any, Any], uris: list[str]) -> list[Followed]:
+        """The ``task://`` resources of a listen request that are this principal's tasks (others never fire)."""
+        state, tenant = self._caller(ctx, count=None)
+        found = []
+        for uri in uris[:_MAX_FOLLOWED]:
+            task_id = uri.removeprefix(TASK_URI)
+            if await state.service.journal.get(task_id, tenant=tenant.id) is not None:
+                found.append(Followed(state, tenant, uri, task_id))
+        return found
+
+    async def follow(self, followed: list[tuple[Followed, Callable[[dict[str, Any]], Awaitable[None]]]]) -> None:
+        """Hand each followed task's state (as ``tasks/get`` shows it) to its sender on every change, until
+        every one is terminal."""
+        async with anyio.create_task_group() as tg:
+            for one, send in followed:
+                tg.start_soon(self._follow_one, one.state, one.tenant, one.handle, one.task_id, send)
+
+    async def _follow_one(
+        self,
+        state: AppState,
+        tenant: Tenant,
+        handle: str,
+        task_id: str,
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        last: tuple[str, str] | None = None
+
+        async def tell(detail: dict[str, Any]) -> None:
+            nonlocal last
+            key = (detail["status"], detail.get("statusMessage", ""))
+            if key != last:  # a change, not a heartbeat
+                last = key
+                await send(detail)
+
+        async def changed(rec: TaskRecord) -> None:
+            view = TaskView.from_record(rec)
+            await tell(self._task(handle, rec, "working", view.summary(), None))
+
+        detail = await self._detail(state, tenant, handle, task_id)
+        await tell(detail)
+        while detail["status"] == "working":
+            detail = await self._detail(state, tenant, handle, task_id, wait=FOLLOW_WAIT, on_update=changed)
+            await tell(detail)
 
     async def _update(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams) -> dict[str, Any]:
         await self._open(ctx, params.task_id, count="get_task_status")
@@ -256,3 +356,95 @@ class TasksExtension(Extension):
         if poll_seconds is not None:
             task["pollIntervalMs"] = max(1, poll_seconds) * 1000
         return task
+
+
+class TaskStatusNotification(Notification[dict[str, Any], Literal["notifications/tasks"]]):
+    """``notifications/tasks``: a followed task's full state, as ``tasks/get`` would answer it then."""
+
+    method: Literal["notifications/tasks"] = "notifications/tasks"
+    params: dict[str, Any]
+
+
+class TaskListenHandler(ListenHandler):
+    """The SDK's ``subscriptions/listen`` handler, plus tasks that are followed, not just announced.
+
+    ``taskIds`` (the tasks extension): the principal's handles are echoed in the acknowledgement and
+    each followed task's state is pushed on every change (``notifications/tasks``) until it is
+    terminal. ``task://`` resource subscriptions: the server follows those tasks too (no client has
+    to poll for anything to change) and sends ``notifications/resources/updated`` on each change.
+    Other kinds are served as the SDK serves them; a stream that asked for tasks only ends once every
+    followed task has. A request with neither is the SDK's own.
+    """
+
+    def __init__(self, bus: SubscriptionBus, tasks: TasksExtension) -> None:
+        super().__init__(bus)
+        self._tasks = tasks
+
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], params: SubscriptionsListenRequestParams
+    ) -> SubscriptionsListenResult:
+        wanted = (params.notifications.model_extra or {}).get("taskIds")
+        task_uris = [u for u in params.notifications.resource_subscriptions or () if u.startswith(TASK_URI)]
+        if wanted is None and not task_uris:
+            return await super().__call__(ctx, params)
+        if wanted is not None and (not isinstance(wanted, list) or not all(isinstance(h, str) for h in wanted)):
+            raise MCPError(INVALID_PARAMS, "notifications.taskIds must be a list of task ids from generate_video")
+        subscription_id = ctx.request_id
+        if subscription_id is None:
+            raise MCPError(INVALID_REQUEST, "subscriptions/listen requires a request id")
+        handles = [] if wanted is None else await self._tasks.honour(ctx, wanted)
+        resources = await self._tasks.watchable(ctx, task_uris)
+        others = _honored_subset(params.notifications)
+        extra = {} if wanted is None else {"taskIds": [f.handle for f in handles]}
+        honoured = SubscriptionFilter.model_validate({**others.model_dump(by_alias=True, exclude_none=True), **extra})
+        meta: dict[str, Any] = {SUBSCRIPTION_ID_META_KEY: subscription_id}
+        uris = frozenset(others.resource_subscriptions or ())
+        # A stream that asked for tasks (as handles or task:// resources) and nothing else ends with them.
+        rest = others.model_copy(
+            update={"resource_subscriptions": [u for u in uris if not u.startswith(TASK_URI)] or None}
+        )
+        events, inbox = anyio.create_memory_object_stream[ServerEvent](_MAX_FOLLOWED * 10)
+
+        def deliver(event: ServerEvent) -> None:
+            if event_matches(others, uris, event):
+                with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
+                    events.send_nowait(event)
+
+        async def notify(note: Any) -> None:
+            await ctx.session.send_notification(cast(Any, note), related_request_id=subscription_id)
+
+        async def task_state(detail: dict[str, Any]) -> None:
+            await notify(TaskStatusNotification(params={**detail, "_meta": meta}))
+
+        def resource_updated(uri: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
+            async def send(_detail: dict[str, Any]) -> None:
+                await notify(event_to_notification(ResourceUpdated(uri=uri), meta))
+
+            return send
+
+        followed = [(f, task_state) for f in handles] + [(f, resource_updated(f.handle)) for f in resources]
+        unsubscribe = self._bus.subscribe(deliver)
+        try:
+            await ctx.session.send_notification(
+                SubscriptionsAcknowledgedNotification(
+                    params=SubscriptionsAcknowledgedNotificationParams(notifications=honoured, _meta=meta)
+                ),
+                related_request_id=subscription_id,
+            )
+            async with anyio.create_task_group() as tg:
+
+                async def forward() -> None:
+                    async for event in inbox:
+                        await ctx.session.send_notification(
+                            event_to_notification(event, meta), related_request_id=subscription_id
+                        )
+
+                tg.start_soon(forward)
+                await self._tasks.follow(followed)
+                if rest == SubscriptionFilter():
+                    tg.cancel_scope.cancel()  # tasks only, and every one is terminal: the stream ends
+        finally:
+            unsubscribe()
+            events.close()
+            inbox.close()
+        return SubscriptionsListenResult(_meta=meta)

@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable
 from types import UnionType
 from typing import Any
 
+from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
-from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
+from mcp.types import CallToolResult, InputRequiredResult, SubscriptionsListenRequestParams, ToolAnnotations
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ToolFn", "make_tool"]
+__all__ = ["ToolFn", "make_tool", "serve_listen"]
 
 #: A tool handler: the raw argument object and the request context in, a complete result out
 #: (or, on MCP 2026-07-28, a request for the user's input after which the client retries).
@@ -60,3 +61,13 @@ def make_tool(
     tool.fn_metadata.output_schema = output_schema
     tool.parameters = input_schema
     return tool
+
+
+def serve_listen(server: MCPServer[Any], handler: Any) -> None:
+    """Serve ``subscriptions/listen`` with ``handler`` (a subclass of the SDK's ``ListenHandler``).
+
+    ``MCPServer`` builds its own handler with no hook for extension filters (the tasks extension's
+    ``taskIds``); the lowlevel server's public ``add_request_handler`` replaces it, reached through the
+    one private attribute this module depends on.
+    """
+    server._lowlevel_server.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams, handler)
