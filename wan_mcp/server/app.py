@@ -31,6 +31,7 @@ from wan_mcp.errors import ErrorCode, WanError
 from wan_mcp.gateway.client import GatewayClient, RetryPolicy, make_http_client
 from wan_mcp.server.lifecycle import Lifecycle
 from wan_mcp.server.mcp_tasks import TaskListenHandler, TasksExtension
+from wan_mcp.server.player import apps_extension
 from wan_mcp.server.principals import Principals
 from wan_mcp.server.registration import serve_listen
 from wan_mcp.server.resources import instructions, register_resources
@@ -199,7 +200,7 @@ def build_server(
         token_verifier=principals,
         auth=auth,
         middleware=[run],
-        extensions=[tasks],  # background jobs for clients that declare MCP Tasks
+        extensions=[tasks, apps_extension(settings)],  # MCP Tasks; the inline player (MCP Apps)
         subscriptions=bus,
     )
     serve_listen(server, TaskListenHandler(bus, tasks))  # subscriptions/listen, with the tasks' taskIds

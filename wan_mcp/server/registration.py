@@ -47,6 +47,7 @@ def make_tool(
     input_schema: dict[str, Any],
     output_schema: dict[str, Any],
     output_model: type[BaseModel] | UnionType,
+    meta: dict[str, Any] | None = None,
 ) -> Tool:
     """An SDK ``Tool`` that calls ``fn(arguments, ctx)`` with the arguments exactly as sent.
 
@@ -54,7 +55,13 @@ def make_tool(
     through a ``TypeAdapter``), so a union of models serves a tool with two answer shapes.
     """
     tool = Tool.from_function(
-        fn, name=name, title=title, description=description, annotations=annotations, structured_output=False
+        fn,
+        name=name,
+        title=title,
+        description=description,
+        annotations=annotations,
+        structured_output=False,
+        meta=meta,
     )
     tool.fn_metadata.arg_model = _RawArguments
     tool.fn_metadata.output_model = output_model

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from wan_mcp.config import Settings
+from wan_mcp.core import offload
+from wan_mcp.core.views import TaskView
 from wan_mcp.errors import WanError
+from wan_mcp.server.player import VIDEO_URI
+
+#: The largest saved video ``video://`` hands out inline (base64 in one message).
+MAX_INLINE_VIDEO: Final = 64 * 2**20
 
 INSTRUCTIONS = """\
 Wan 2.6 video generation (ToAPIs gateway). Each generate_video call starts a PAID job \
@@ -39,6 +46,20 @@ def instructions(settings: Settings, *, remote: bool) -> str:
     return f"{INSTRUCTIONS}\n{files}"
 
 
+async def _own_task(ctx: Context[Any, Any], task_id: str, scheme: str) -> TaskView:
+    """The caller's task (its read counted against the caller's rate); another tenant's reads as never made."""
+    from wan_mcp.server.tools import caller
+
+    try:
+        state, tenant = caller(ctx, scheme)
+    except WanError as err:
+        raise ResourceError(err.render()) from None
+    view = await state.service.task_view(task_id, tenant)
+    if view is None:  # another tenant's task is answered exactly like one never made
+        raise ResourceNotFoundError(f"No task {task_id} among your tasks; call list_tasks to see them.")
+    return view
+
+
 def register_resources(server: MCPServer[Any]) -> None:
     @server.resource(
         "task://{task_id}",
@@ -47,16 +68,41 @@ def register_resources(server: MCPServer[Any]) -> None:
         description="A task from the local journal (status, URLs, local file).",
     )
     async def task_resource(task_id: str, ctx: Context[Any, Any]) -> str:
-        from wan_mcp.server.tools import caller
+        view = await _own_task(ctx, task_id, "task://")
+        return view.model_dump_json(exclude_none=True)
+
+    @server.resource(
+        VIDEO_URI,
+        mime_type="video/mp4",
+        title="Video file",
+        description=f"A finished task's saved MP4 (for the inline player; up to {MAX_INLINE_VIDEO // 2**20} MiB).",
+    )
+    async def video_resource(task_id: str, ctx: Context[Any, Any]) -> bytes:
+        view = await _own_task(ctx, task_id, "video://")
+        if not view.local_path:
+            raise ResourceError(
+                f"task {task_id} has no saved video yet ({view.status}); "
+                f"call get_task_status(task_id='{task_id}') to fetch it"
+            )
+        path = Path(view.local_path)
+
+        def read() -> bytes:
+            with path.open("rb") as fh:
+                data = fh.read(MAX_INLINE_VIDEO + 1)
+            if len(data) > MAX_INLINE_VIDEO:
+                raise ResourceError(
+                    f"the video of task {task_id} is larger than {MAX_INLINE_VIDEO // 2**20} MiB: too large to show "
+                    "inline; open it from local_path or download_url"
+                )
+            return data
 
         try:
-            state, tenant = caller(ctx, "task://")
-        except WanError as err:
-            raise ResourceError(err.render()) from None
-        view = await state.service.task_view(task_id, tenant)
-        if view is None:  # another tenant's task is answered exactly like one never made
-            raise ResourceNotFoundError(f"No task {task_id} among your tasks; call list_tasks to see them.")
-        return view.model_dump_json(exclude_none=True)
+            return await offload.run_sync(read)
+        except OSError as exc:
+            raise ResourceError(
+                f"the video of task {task_id} cannot be read ({exc.strerror}); "
+                f"call get_task_status(task_id='{task_id}') to fetch it again"
+            ) from None
 
     @server.prompt(name="wan_video_prompt", title="Write a Wan video prompt")
     def wan_video_prompt(

@@ -34,6 +34,7 @@ from wan_mcp.core.tenancy import LOCAL, Tenant
 from wan_mcp.core.views import PlanView, TaskList, TaskView, UploadView, UsageView
 from wan_mcp.errors import WanError
 from wan_mcp.server.consent import InputRequired, confirmer_for
+from wan_mcp.server.player import UI_META
 from wan_mcp.server.principals import Principals
 from wan_mcp.server.registration import ToolFn, make_tool
 from wan_mcp.server.schemas import output_schema
@@ -442,6 +443,7 @@ def build_tools(settings: Settings) -> list[Tool]:
             input_schema=schemas[fn.__name__],
             output_schema=_OUTPUT_SCHEMAS[fn.__name__],
             output_model=out_model,
+            meta=UI_META if fn in (generate_video, get_task_status) else None,  # the inline player
         )
         for fn, title, out_model, hints in specs
     ]
