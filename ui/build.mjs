@@ -1,6 +1,6 @@
 // Builds ../wan_mcp/server/ui/player.html: src/player.js bundled (esbuild, minified, every dependency
 // inside) into src/player.html, one self-contained file. --check: fail if the shipped file differs.
-// Also builds dist/test-host.js, the browser test's host page script (not shipped).
+// --host OUT builds the browser test's host page script instead (not shipped).
 import { build } from "esbuild";
 import { readFile, writeFile, mkdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -23,17 +23,20 @@ const script = bundle.outputFiles[0].text.replaceAll("</script", "<\\/script");
 const template = await readFile(join(here, "src", "player.html"), "utf8");
 const html = template.replace("/*SCRIPT*/", () => script);
 
-// The browser test's host page script (not shipped): ui/dist/test-host.js.
-const host = await build({
-  entryPoints: [join(here, "src", "test-host.js")],
-  bundle: true,
-  format: "iife",
-  target: "es2022",
-  outfile: join(here, "dist", "test-host.js"),
-  legalComments: "none",
-  logLevel: "warning",
-});
-void host;
+// --host OUT: only the browser test's host page script (not shipped), into OUT (each test its own file).
+const hostAt = process.argv.indexOf("--host");
+if (hostAt !== -1) {
+  await build({
+    entryPoints: [join(here, "src", "test-host.js")],
+    bundle: true,
+    format: "iife",
+    target: "es2022",
+    outfile: process.argv[hostAt + 1],
+    legalComments: "none",
+    logLevel: "warning",
+  });
+  process.exit(0);
+}
 
 if (process.argv.includes("--check")) {
   const shipped = await readFile(target, "utf8").catch(() => "");

@@ -41,12 +41,14 @@ def _chromium() -> str:
     pytest.skip("no Chromium: install the distribution's chromium package (.ci/run does)")
 
 
-def _host_script() -> Path:
-    """ui/dist/test-host.js, built from ui/src with the pinned packages (``npm ci`` in ui/ first)."""
+def _host_script(folder: Path) -> Path:
+    """The host page's script, built from ui/src/test-host.js with the pinned packages (``npm ci`` in ui/
+    first) into this test's own folder (tests running side by side never share the file)."""
     if not (UI / "node_modules" / "@modelcontextprotocol" / "ext-apps").is_dir() or not shutil.which("node"):
         pytest.skip("ui/ packages not installed: run `npm ci` in ui/ (.ci/run does)")
-    subprocess.run(["node", "build.mjs", "--check"], cwd=UI, check=True, capture_output=True, timeout=120)
-    return UI / "dist" / "test-host.js"
+    out = folder / "test-host.js"
+    subprocess.run(["node", "build.mjs", "--host", str(out)], cwd=UI, check=True, capture_output=True, timeout=120)
+    return out
 
 
 def _dump(result: Any) -> dict[str, Any]:
@@ -59,16 +61,18 @@ def _dump(result: Any) -> dict[str, Any]:
 async def test_the_player_follows_the_job_plays_the_video_and_makes_one_new_take(
     tmp_path: Path, e2e_logs: Path, source: str
 ) -> None:
-    """``saved-file``: the gateway's URL has expired by the time the job is done (it lives 1 s here), so
-    the player reads the saved MP4 through ``video://`` (resources/read, a blob) instead."""
+    """``saved-file``: the gateway's URL expires within the minute (it lives 30 s here: long enough for
+    the server to save the file, too short for the player to start on it), so the player reads the
+    saved MP4 through ``video://`` (resources/read, a blob) instead. (A 1 s life once raced the
+    server's own download on a loaded machine: no file, nothing to play.)"""
     from playwright.async_api import async_playwright
 
     chromium = _chromium()
-    host_js = _host_script().read_text()
+    host_js = _host_script(tmp_path).read_text()
     dirs = Dirs(tmp_path, tmp_path / "inputs", tmp_path / "data", tmp_path / "videos")
     dirs.inputs.mkdir()
     with SimulatorServer(job_seconds=4.0, api_keys={KEY}) as sim:
-        sim.configure(render_on_create=True, url_ttl_seconds=1 if source == "saved-file" else 86_400)
+        sim.configure(render_on_create=True, url_ttl_seconds=30 if source == "saved-file" else 86_400)
         env = server_env(sim, dirs, WAN_MCP_API_KEY=KEY, WAN_MCP_LOG_LEVEL="WARNING")
         async with Client(stdio_params(env)) as client, async_playwright() as pw:
             html = (await client.read_resource(PLAYER_URI)).contents[0].text  # type: ignore[union-attr]
