@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
 import anyio
-from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
 from mcp.server.mcpserver.server import require_client_extension
@@ -66,10 +65,10 @@ from mcp.types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from wan_mcp.core.journal import TERMINAL, TaskRecord
-from wan_mcp.core.tenancy import LOCAL, Tenant
+from wan_mcp.core.tenancy import Tenant
 from wan_mcp.core.views import TaskView, iso
 from wan_mcp.errors import ErrorCode, WanError
-from wan_mcp.server.tools import AS_TASK, AppState, error_result, status_result
+from wan_mcp.server.tools import AS_TASK, AppState, acting, error_result, status_result
 
 __all__ = ["EXTENSION", "TasksExtension"]
 
@@ -318,12 +317,7 @@ class TasksExtension(Extension):
         """The app state and tenant of this request (``count``: the tool whose rate the call counts against)."""
         state = ctx.lifespan_context
         assert isinstance(state, AppState)
-        if state.principals is None:
-            return state, LOCAL
-        tenant = state.principals.tenant(get_access_token(), getattr(ctx.request, "headers", None))
-        if count is not None:
-            state.principals.admit(tenant, count)
-        return state, tenant
+        return acting(state, getattr(ctx.request, "headers", None), count=count)
 
     async def _keys(self, state: AppState) -> Handles:
         if self._handles is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import math
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +63,17 @@ def _state(ctx: Context[Any, Any]) -> AppState:
 
 def caller(ctx: Context[Any, Any], tool: str) -> tuple[AppState, Tenant]:
     """The app state and the tenant this call acts as, its call counted against the tenant's rate."""
-    state = _state(ctx)
+    return acting(_state(ctx), ctx.headers, count=tool)
+
+
+def acting(state: AppState, headers: Mapping[str, str] | None, *, count: str | None) -> tuple[AppState, Tenant]:
+    """The tenant a request with these headers acts as (``count``: the tool whose rate it counts against;
+    ``None`` for a request already counted). Shared by the tools and the MCP Tasks methods."""
     if state.principals is None:
         return state, LOCAL
-    tenant = state.principals.tenant(get_access_token(), ctx.headers)
-    state.principals.admit(tenant, tool)
+    tenant = state.principals.tenant(get_access_token(), headers)
+    if count is not None:
+        state.principals.admit(tenant, count)
     return state, tenant
 
 
