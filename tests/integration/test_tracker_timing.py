@@ -9,6 +9,7 @@ starved CI machine exactly as on a quiet one.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,8 +20,9 @@ import anyio
 import pytest
 
 from tests.helpers import VirtualGateway, virtual_gateway
-from wan_mcp.core.journal import SqliteJournal, TaskRecord
-from wan_mcp.core.tracker import PollTiming, TaskTracker
+from wan_mcp.core.clock import VirtualClock
+from wan_mcp.core.journal import LOCAL_TENANT, SqliteJournal, TaskRecord
+from wan_mcp.core.tracker import PollTiming, RateLimiter, TaskTracker
 
 pytestmark = pytest.mark.anyio
 
@@ -314,3 +316,85 @@ async def test_a_kind_of_job_seen_before_is_polled_at_its_typical_end(tmp_path: 
         # The first job took 5 s to be seen (the contract's first poll); the second is read at the
         # learned duration instead of first_delay + interval.
         assert len(polls) == 1 and polls[0] - submitted < PREDICTING.first_delay + 0.5
+
+
+# --- a short rate budget spent on the tasks most likely done, fairly (issue 15) -----------------------
+
+
+async def test_a_short_budget_serves_the_earliest_predicted_completion_first() -> None:
+    clock = VirtualClock()
+    limiter = RateLimiter(rate=1.0, clock=clock, patience=1_000.0)
+    served: list[str] = []
+
+    async def poll(name: str, due: float | None) -> None:
+        await limiter.acquire(LOCAL_TENANT, due)
+        served.append(name)
+
+    now = clock.monotonic()
+    async with anyio.create_task_group() as tg:
+        for name in ("first", "holder"):  # the first is served at once, the next holds the turn for 1 s
+            tg.start_soon(poll, name, None)
+            await clock.settle()
+        for name, due in [("late", now + 300), ("unknown", None), ("soon", now + 5), ("done", now - 1),
+                          ("queued", math.inf)]:  # fmt: skip
+            tg.start_soon(poll, name, due)
+            await clock.settle()
+        await clock.run_until(lambda: len(served) == 7, limit=60)
+    # predicted done first, then what is unknown (now), then by predicted end; nothing predicted last
+    assert served == ["first", "holder", "done", "unknown", "soon", "late", "queued"], served
+
+
+async def test_no_task_starves_behind_tasks_predicted_to_finish_sooner() -> None:
+    """20 pollers that are always predicted done (each back in line as soon as it is served) never keep
+    out one predicted far off, or never: it is served within the patience plus the line of 20 that
+    was ahead of it. (Strict earliest-first would keep it out for ever.)"""
+    clock = VirtualClock()
+    limiter = RateLimiter(rate=1.0, clock=clock, patience=30.0)
+    served: dict[str, float] = {}
+
+    async def poll(name: str, due: float) -> None:
+        await limiter.acquire(LOCAL_TENANT, due)
+        served[name] = clock.monotonic()
+
+    async def eager(n: int) -> None:
+        while True:
+            await limiter.acquire(LOCAL_TENANT, clock.monotonic() - 1)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(eager, n)
+        await clock.advance(10.0)
+        joined = clock.monotonic()
+        tg.start_soon(poll, "far", joined + 10_000)
+        tg.start_soon(poll, "never", math.inf)
+        await clock.run_until(lambda: "far" in served and "never" in served, limit=200)
+        tg.cancel_scope.cancel()
+    for name in ("far", "never"):
+        assert served[name] - joined <= 30.0 + 20 + 2, (name, served[name] - joined)
+
+
+async def _short_job_seen(tmp_path: Path, timing: PollTiming) -> float:
+    """30 live tasks on one read a second; the first job takes 67 s (its end falls between two of its
+    first-come turns), the others 1,000 s. Returns how long after the first job's end its waiter saw
+    it completed."""
+    async with _rig(tmp_path, timing=timing, budget=1.0, job=67.0) as rig:
+        short = await rig.submit()
+        ends = rig.gw.clock.monotonic() + 67.0
+        rig.gw.engine.configure(job_seconds=1_000.0)
+        records = [await rig.submit() for _ in range(29)]
+        async with anyio.create_task_group() as tg:
+            waiters = [start_wait(tg, rig, rec, within=2_000.0) for rec in [short, *records]]
+            await rig.gw.clock.run_until(lambda: waiters[0].result is not None, limit=400)
+            tg.cancel_scope.cancel()
+        assert waiters[0].result is not None and waiters[0].result.status == "completed"
+        return next(t for t, status, _ in waiters[0].updates if status == "completed") - ends
+
+
+async def test_with_a_short_budget_a_job_predicted_done_is_read_before_running_ones(tmp_path: Path) -> None:
+    """Through the tracker: each task wants a read every 2 s, the budget gives each one every 30 s.
+    First come first served reaches the finished job on its turn; predicted first reads it within a
+    couple of slots of its end."""
+    timing = replace(PREDICTING, first_delay=1.0, interval=2.0)
+    fifo = await _short_job_seen(tmp_path / "fifo", replace(timing, predict=False))
+    ours = await _short_job_seen(tmp_path / "ours", timing)
+    assert 0 <= ours <= 3.0 < fifo, (ours, fifo)

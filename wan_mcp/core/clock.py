@@ -178,8 +178,17 @@ async def _all_tasks_blocked() -> None:
     if me is None:
         await anyio.wait_all_tasks_blocked()
         return
+    # asyncio keeps every callback about to run (a task's next step included) in the loop's
+    # ready queue: empty once we resume means every other task waits on something. Checking it
+    # is O(1); scanning every task (the fallback, for loops without it) made each virtual timer
+    # O(tasks), and a benchmark of 1,000 live tasks took minutes instead of seconds.
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
     while True:
         await asyncio.sleep(0)
+        if ready is not None:
+            if not ready:
+                return
+            continue
         others = [t for t in asyncio.all_tasks() if t is not me]
         # _fut_waiter is how asyncio itself tracks what a task waits on (anyio reads it too).
         if all((w := getattr(t, "_fut_waiter", None)) is not None and not w.done() for t in others):

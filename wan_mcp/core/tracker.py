@@ -14,14 +14,18 @@ Within that schedule the next poll comes EARLIER when the job should be done by 
 completion time is predicted from the task's progress history (or, before any progress,
 from how long jobs of the same model x resolution x duration took in this process), and
 the poll lands just after it, never sooner than ``PollTiming.floor`` after the last one
-and never later than the normal interval. A wrong prediction costs at most one extra poll
-per task: after one early poll that found the job still running, the task goes back to
-the plain schedule.
+and never later than the normal interval after it. A wrong prediction costs at most one
+extra poll per task: after one early poll that found the job still running, the task goes
+back to the plain schedule, counted from that poll (so the miss costs only the part of an
+interval it moved the schedule forward by, not a whole extra read).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -85,11 +89,10 @@ class _Watch:
     fatal: WanError | None = None  # an error no amount of polling fixes (bad key, no balance)
     changed: anyio.Event = field(default_factory=anyio.Event)
     #: (monotonic time, progress) of recent polls while running: what the prediction reads.
-    history: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=4))
+    history: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=6))
     early: bool = False  # the poll now scheduled comes before the plain schedule would
-    last_was_early: bool = False
+    due: float | None = None  # monotonic time the job should be done (its place in the rate limiter's line)
     early_misses: int = 0  # early polls that found the job still running (at most 1 allowed)
-    plain_due: float | None = None  # monotonic time the plain schedule polls next (early polls keep it)
     last_zero: float | None = None  # monotonic time of the last poll that saw 0 % (the job not started)
     #: The backend holding the tenant's own key, for a task made with it (lives with the watch only).
     provider: VideoProvider | None = None
@@ -107,13 +110,25 @@ class RateLimiter:
 
     With many live tasks this stretches every task's interval evenly instead of letting
     a burst of polls trip the gateway's 429s. Callers queue per tenant and the turns go
-    round-robin between the tenants that are waiting (first come first served within one),
-    so a tenant with a thousand live tasks cannot push another tenant's one poll to the back
-    of a thousand-long line.
+    round-robin between the tenants that are waiting, so a tenant with a thousand live tasks
+    cannot push another tenant's one poll to the back of a thousand-long line.
+
+    Within one tenant, when the budget is short (more polls due than it allows), the turn goes
+    to the caller whose job should be done first: each caller says when (``due``, monotonic:
+    its predicted completion, or None for "now": nothing predicted, or never polled), so the
+    budget is spent on the tasks most likely to have finished rather than on whoever slept
+    first. Fairly: a caller's place is never later than ``patience`` seconds after it joined,
+    so a task predicted far off (or wrongly) still gets its poll; no task starves. With
+    nothing predicted, this is first come first served.
     """
 
     def __init__(
-        self, rate: float, clock: Clock = SYSTEM_CLOCK, *, shared: Callable[[float], Awaitable[float]] | None = None
+        self,
+        rate: float,
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        shared: Callable[[float], Awaitable[float]] | None = None,
+        patience: float = 120.0,
     ) -> None:
         """``shared(spacing)``: books a slot of a budget shared with other processes (replicas on one
         database) and returns the seconds until it; each turn then waits for that slot too, so N
@@ -121,30 +136,37 @@ class RateLimiter:
         self._spacing = 1.0 / rate
         self._clock = clock
         self._shared = shared
+        self._patience = patience
         self._next = 0.0
-        self._queues: dict[str, deque[anyio.Event]] = {}
+        self._seq = itertools.count()  # ties (and "no prediction") keep the order of arrival
+        self._queues: dict[str, list[tuple[float, int, anyio.Event]]] = {}  # heaps by place in line
         self._order: deque[str] = deque()  # tenants with callers waiting, in turn order
         self._busy = False  # a caller holds the turn (waiting for its slot)
 
-    async def acquire(self, tenant: str = LOCAL_TENANT) -> None:
+    async def acquire(self, tenant: str = LOCAL_TENANT, due: float | None = None) -> None:
         # One caller at a time waits for its slot, and the next slot is counted from when
         # it actually woke up. Handing out future slots up front (as this once did) let a
         # busy event loop wake a backlog of overdue callers together: with 1,000 live
         # tasks that burst to 1.2x the budget within a 2 s window (now bench figure 7; the rule
         # itself is tested on a virtual clock in tests/integration/test_tracker_timing.py).
         turn = anyio.Event()
+        now = self._clock.monotonic()
         queue = self._queues.get(tenant)
         if queue is None:
-            queue = self._queues[tenant] = deque()
+            queue = self._queues[tenant] = []
             self._order.append(tenant)
-        queue.append(turn)
+        # Never behind more than the patience, or than the line ahead takes to serve (so under a long
+        # backlog a caller waits at most about twice what first come first served would make it wait).
+        patience = max(self._patience, len(queue) * self._spacing)
+        place = (now if due is None else min(due, now + patience), next(self._seq), turn)
+        heapq.heappush(queue, place)
         if not self._busy:
             self._pass_turn()
         try:
             await turn.wait()
         except BaseException:
             if not turn.is_set():  # cancelled while queued: leave the line
-                self._leave(tenant, turn)
+                self._leave(tenant, place)
                 raise
             self._pass_turn()  # cancelled just as the turn came: hand it on
             raise
@@ -170,11 +192,11 @@ class RateLimiter:
             await self._clock.sleep(wait)
 
     def _pass_turn(self) -> None:
-        """Give the turn to the next tenant in line (its oldest caller), or mark the limiter idle."""
+        """Give the turn to the next tenant in line (its caller first in place), or mark the limiter idle."""
         while self._order:
             tenant = self._order.popleft()
             queue = self._queues[tenant]
-            turn = queue.popleft()
+            _, _, turn = heapq.heappop(queue)
             if queue:
                 self._order.append(tenant)
             else:
@@ -184,16 +206,23 @@ class RateLimiter:
             return
         self._busy = False
 
-    def _leave(self, tenant: str, turn: anyio.Event) -> None:
+    def _leave(self, tenant: str, place: tuple[float, int, anyio.Event]) -> None:
         queue = self._queues.get(tenant)
-        if queue is None or turn not in queue:
+        if queue is None or place not in queue:
             return
-        queue.remove(turn)
+        queue.remove(place)
+        heapq.heapify(queue)
         if not queue:
             del self._queues[tenant]
             self._order.remove(tenant)
 
 
+#: When the rate budget is short, no task waits longer than this past its plain poll time for its
+#: turn (plus the line ahead of it), however late its job is predicted to end: no task starves.
+FAIR_WAIT = 30.0
+#: A kind's typical duration predicts a job's end only while its jobs' typical deviation from it is
+#: at most this fraction of it.
+TYPICAL_SPREAD = 0.2
 #: The shared rate budget's name in the journal (replicas pace their upstream polls on it together).
 UPSTREAM_BUDGET = "upstream"
 #: Poll leases share the journal's lease table with download leases, under this key prefix.
@@ -264,15 +293,19 @@ class TaskTracker:
         self._timing = timing or PollTiming()
         self._clock = clock
         self._limiter = RateLimiter(
-            rate_budget, clock, shared=partial(journal.take_rate_slot, UPSTREAM_BUDGET) if shared else None
+            rate_budget,
+            clock,
+            shared=partial(journal.take_rate_slot, UPSTREAM_BUDGET) if shared else None,
+            patience=FAIR_WAIT,
         )
         self._rng = rng or random.Random()
         self._watches: dict[str, _Watch] = {}
         self._tg: TaskGroup | None = None
         self._stopping = False
         self._idle: set[anyio.CancelScope] = set()  # waits parked between updates
-        #: Seconds jobs took, by (model, resolution, duration), learned from completions seen here.
-        self._typical: dict[tuple[str, str, int], float] = {}
+        #: Per kind of job (model, resolution, duration), learned from completions seen here: (typical
+        #: duration, typical deviation from it), both leaning to recent jobs.
+        self._typical: dict[tuple[str, str, int], tuple[float, float]] = {}
         self.upstream_polls = 0  # for benchmarks and tests
 
     async def __aenter__(self) -> TaskTracker:
@@ -435,17 +468,22 @@ class TaskTracker:
             base = min(t.max_interval, max(base, t.interval) * (2 ** min(watch.errors, 6)))
         if watch.retry_after is not None:
             base = max(base, watch.retry_after)
-        now = self._clock.monotonic()
-        if watch.last_was_early and watch.plain_due is not None and not watch.errors and watch.retry_after is None:
-            # The last poll came early (a prediction): the plain schedule stands where it was, so a
-            # prediction can make a completion seen sooner, never later.
-            delay = max(0.0, watch.plain_due - now)
-        else:
-            delay = base * self._rng.uniform(1 - t.jitter, 1 + t.jitter) if base > 0 else 0.0
-            watch.plain_due = now + delay
-        if t.predict and not watch.errors and watch.retry_after is None and watch.early_misses < t.early_misses:
+        # The plain schedule counts from the last poll, early or not: keeping it where it stood
+        # before an early poll made every miss a whole extra read (a slow-tail job cost 1.12x the
+        # reads); counted from the miss, the miss costs the part of an interval it moved forward.
+        delay = base * self._rng.uniform(1 - t.jitter, 1 + t.jitter) if base > 0 else 0.0
+        watch.due = None
+        if t.predict and not watch.errors and watch.retry_after is None:
             remaining = self._predicted_remaining(watch)
-            if remaining is not None:
+            likely = self._predicted_remaining(watch, likely=True)
+            # The place in line when the rate budget is short: a task predicted done goes first, one
+            # never polled next (nothing is known of it), one seen but with no prediction (queued,
+            # stalled) last: FAIR_WAIT after its plain time, like any predicted to end later still.
+            if likely is not None:
+                watch.due = self._clock.monotonic() + likely + t.predict_margin
+            elif watch.last_poll is not None:
+                watch.due = math.inf
+            if remaining is not None and watch.early_misses < t.early_misses:
                 since_poll = 0.0 if watch.last_poll is None else self._clock.monotonic() - watch.last_poll
                 early = max(remaining + t.predict_margin, t.floor - since_poll, 0.0)
                 if early < delay:
@@ -453,13 +491,18 @@ class TaskTracker:
                     return early
         return delay
 
-    def _predicted_remaining(self, watch: _Watch) -> float | None:
+    def _predicted_remaining(self, watch: _Watch, *, likely: bool = False) -> float | None:
         """Seconds until the job should be done, or None when nothing tells.
 
-        From progress: a straight line through the recent observations (at least two points;
-        a single one is joined with "0 % at submission", which includes the queue and so
-        predicts late, the safe side). Before any progress: the typical duration of jobs of
-        the same kind seen completing here.
+        From progress: the job's recent speed, a straight line from the latest observation back
+        to the last one that showed less progress at least ``floor`` seconds earlier. A single
+        sighting is joined with "0 % at the last poll that saw 0 % (or the submission)", which
+        includes part of the queue and so predicts late, the safe side; ``likely`` anchors it
+        halfway instead, to rank tasks by. Recent, not average: a job that stalled and resumed,
+        or slows down, is judged by how it moves now; a percentage that has not moved since the
+        last poll predicts nothing from progress (stalled, or in a tail no line reaches).
+        Otherwise: the typical duration of jobs of the same kind seen completing here, if they
+        take about the same time.
         """
         rec = watch.record
         now = self._clock.monotonic()
@@ -468,15 +511,23 @@ class TaskTracker:
             # One sighting of progress: the job started after the last 0 % seen (or the submission),
             # so anchoring there under-states its speed and predicts late, the safe side.
             submitted = now - (self._clock.time() - rec.created_at)
-            points.insert(0, (max(submitted, watch.last_zero or submitted), 0))
-        if len(points) >= 2:
-            (t0, p0), (t1, p1) = points[0], points[-1]
+            start = max(submitted, watch.last_zero or submitted)
+            if likely:  # to rank by, the likeliest start: halfway between the last 0 % and the sighting
+                start = (start + points[0][0]) / 2
+            points.insert(0, (start, 0))
+        if len(points) >= 2 and points[-2][1] != points[-1][1]:  # moving since the last poll
+            t1, p1 = points[-1]
+            lower = [(t, p) for t, p in points[:-1] if p < p1]
+            spaced = [(t, p) for t, p in lower if t1 - t >= self._timing.floor]
+            t0, p0 = (spaced or lower or points)[-1 if spaced else 0]
             if p1 > p0 and t1 > t0:
                 rate = (p1 - p0) / (t1 - t0)
                 return max(0.0, t1 + (100 - p1) / rate - now)
-        typical = self._typical.get(_kind(rec))
-        if typical is not None:
-            return max(0.0, rec.created_at + typical - self._clock.time())
+        known = self._typical.get(_kind(rec))
+        if known is not None and known[1] <= TYPICAL_SPREAD * known[0]:
+            # Where a kind's jobs vary widely the typical end is mostly wrong, and an early poll spent
+            # on it would leave no miss for the progress.
+            return max(0.0, rec.created_at + known[0] - self._clock.time())
         return None
 
     def _learn(self, rec: TaskRecord) -> None:
@@ -486,7 +537,11 @@ class TaskTracker:
             return
         key = _kind(rec)
         known = self._typical.get(key)
-        self._typical[key] = took if known is None else 0.7 * known + 0.3 * took
+        if known is None:
+            self._typical[key] = (took, 0.0)
+        else:
+            mean, spread = known
+            self._typical[key] = (0.7 * mean + 0.3 * took, 0.7 * spread + 0.3 * abs(took - mean))
         while len(self._typical) > 64:  # bounded: a few kinds exist in practice
             self._typical.pop(next(iter(self._typical)))
 
@@ -508,7 +563,7 @@ class TaskTracker:
                 await self._sleep_holding(key, delay, held)
                 if watch.waiters <= 0:
                     break
-                await self._limiter.acquire(watch.record.tenant)
+                await self._limiter.acquire(watch.record.tenant, watch.due)
                 try:
                     await self._poll(watch)
                 except WanError as err:
@@ -618,7 +673,6 @@ class TaskTracker:
         watch.errors = 0
         watch.retry_after = None
         news = observation_of(task)
-        watch.last_was_early = watch.early
         if task.state in (TaskState.QUEUED, TaskState.IN_PROGRESS):
             watch.history.append((watch.last_poll, task.progress or 0))
             if not task.progress:
