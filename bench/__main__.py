@@ -24,6 +24,7 @@ import anyio
 from bench import (
     call_overhead,
     cold_start,
+    completions,
     http_throughput,
     journal_scale,
     poll_prediction,
@@ -34,7 +35,7 @@ from bench import (
 )
 from bench.common import Row, render_table, simulator
 
-FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +97,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Row], list[
             extra += text
         if "9" in only:
             got, text = await posters.measure(workdir, reps=3 if quick else 9)
+            rows += got
+            extra += text
+        if "12" in only:
+            got, text = await completions.measure(workdir, errlog, jobs=200 if quick else 1000)
             rows += got
             extra += text
         if "10" in only:

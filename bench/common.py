@@ -277,6 +277,11 @@ class Simulator:
         got: list[dict[str, Any]] = self.http.get(f"{self.base_url}/_sim/requests").json()
         return got
 
+    def finish_all(self) -> int:
+        """End every running job now (the simulator's control API)."""
+        finished: int = self.http.post(f"{self.base_url}/_sim/tasks/finish").json()["finished"]
+        return finished
+
     def count(self, endpoint: str) -> int:
         return sum(1 for r in self.requests() if r.get("endpoint") == endpoint)
 

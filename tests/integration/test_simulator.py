@@ -721,6 +721,10 @@ async def test_http_control_endpoints(client: httpx2.AsyncClient, sim: Simulator
     tasks = (await client.get("/_sim/tasks")).json()
     assert [t["id"] for t in tasks] == [task["id"]] and tasks[0]["request"] == T2V
     assert KEY not in json.dumps(tasks)
+    assert (await client.get(f"/v1/videos/generations/{task['id']}")).json()["status"] != "completed"
+    assert (await client.post("/_sim/tasks/finish")).json() == {"finished": 1}
+    assert (await client.get(f"/v1/videos/generations/{task['id']}")).json()["status"] == "completed"
+    assert (await client.post("/_sim/tasks/finish")).json() == {"finished": 0}
 
     for path, body in [
         ("/_sim/faults", {"endpoint": "nowhere", "kind": "reset"}),
@@ -921,3 +925,27 @@ async def test_render_on_create_has_the_file_ready_before_the_job_ends(
     assert sim.engine.phase(held)[0] in ("queued", "in_progress") and held.video.startswith(b"\x00\x00\x00")
     with pytest.raises(ValueError, match="render_on_create must be a boolean"):
         sim.configure(render_on_create="yes")
+
+
+async def test_render_by_shape_gives_tasks_of_one_shape_one_rendering(sim: SimulatorServer) -> None:
+    engine = sim.engine
+    owner = engine.authenticate(AUTH["Authorization"])
+    engine.configure(job_seconds=0)
+    tasks = []
+    for prompt in ("a red fox", "a blue whale", "a blue whale"):
+        async with httpx2.AsyncClient(base_url=sim.base_url, headers=AUTH) as client:
+            made = await create(client, {**T2V, "prompt": prompt})
+        tasks.append(engine.find_task(made["id"], owner))
+    apart = [engine.render_video(t) for t in tasks[:2]]
+    assert apart[0] != apart[1]  # by default every prompt has its own video
+    engine.configure(render_by_shape=True)
+    tasks[2].video = None
+    fresh = engine.render_video(tasks[2])
+    again = [engine.render_video(t) for t in tasks]  # the first two keep what they rendered
+    assert again[:2] == apart
+    assert fresh.startswith(b"\x00\x00\x00")
+    async with httpx2.AsyncClient(base_url=sim.base_url, headers=AUTH) as client:
+        other = engine.find_task((await create(client, {**T2V, "prompt": "a green frog"}))["id"], owner)
+    assert engine.render_video(other) is fresh  # one rendering for the shape, not a new one per prompt
+    with pytest.raises(ValueError, match="render_by_shape must be a boolean"):
+        sim.configure(render_by_shape="yes")

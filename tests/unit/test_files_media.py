@@ -14,12 +14,15 @@ from wan_mcp.core.media import poster_frame, probe_video, sniff_video
 av = pytest.importorskip("av")
 
 
-def _make_mp4(path: Path, *, seconds: float = 1.2, size: tuple[int, int] = (320, 240)) -> None:
+def _make_mp4(path: Path, *, seconds: float = 1.2, size: tuple[int, int] = (320, 240), gop: int | None = None) -> None:
     fps = 25
     with av.open(str(path), mode="w") as container:
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = size
+        if gop is not None:  # a keyframe every ``gop`` frames (x264 would otherwise place one at 0 only)
+            stream.codec_context.gop_size = gop
+            stream.codec_context.options = {"sc_threshold": "0"}
         stream.pix_fmt = "yuv420p"
         for i in range(int(seconds * fps)):
             shade = int(255 * i / (seconds * fps))
@@ -61,13 +64,13 @@ def test_poster_respects_a_tiny_budget(mp4: Path) -> None:
     assert data is None or len(data) <= 1500
 
 
-def test_poster_of_a_frame_about_one_second_in(tmp_path: Path) -> None:
+def test_poster_is_the_keyframe_at_or_before_one_second(tmp_path: Path) -> None:
     path = tmp_path / "long.mp4"
-    _make_mp4(path, seconds=2.0)
+    _make_mp4(path, seconds=2.0, gop=20)  # keyframes at 0, 0.8 and 1.6 s
     data = poster_frame(path)
     assert data is not None
     r, _, b = Image.open(io.BytesIO(data)).convert("RGB").getpixel((10, 10))  # type: ignore[misc]
-    assert r > 60 and b < 200  # not the first (blue) frame: the shade moved towards red
+    assert 90 <= r <= 115 and b > 140  # frame 20 (0.8 s, red ~102): not the first (blue), not 1.6 s
 
 
 def test_undecodable_and_missing_files(tmp_path: Path) -> None:

@@ -263,6 +263,9 @@ def build_app(engine: Engine, connections: ConnectionRegistry | None = None) -> 
             return JSONResponse({"ok": True})
         return JSONResponse(engine.tasks(_base_url(request)))
 
+    async def sim_finish(request: Request) -> Response:
+        return JSONResponse({"finished": engine.finish_tasks_now()})
+
     async def sim_reset(request: Request) -> Response:
         engine.reset()
         return JSONResponse({"ok": True})
@@ -302,6 +305,7 @@ def build_app(engine: Engine, connections: ConnectionRegistry | None = None) -> 
         ("/_sim/faults", sim_faults, ["GET", "POST", "DELETE"]),
         ("/_sim/config", sim_config, ["GET", "POST"]),
         ("/_sim/tasks", sim_tasks, ["GET", "DELETE"]),
+        ("/_sim/tasks/finish", sim_finish, ["POST"]),
         ("/_sim/reset", sim_reset, ["POST"]),
     ]
     routes = [

@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
@@ -110,6 +110,9 @@ class SimConfig:
     #: Render each task's MP4 in the background as soon as it is created (one at a time), so a
     #: download never waits on a render: for the demo and ``serve --simulate``, off in tests.
     render_on_create: bool = False
+    #: Tasks of one shape (size, duration, audio, model, mode) share one rendering whatever their
+    #: prompt and seed: for load benchmarks, where a thousand distinct renders would take minutes.
+    render_by_shape: bool = False
 
     def updated(self, changes: dict[str, Any]) -> SimConfig:
         """A validated copy with ``changes`` applied; raises ValueError naming the bad key."""
@@ -134,7 +137,7 @@ def _checked_config_value(key: str, value: Any) -> Any:
         if value not in enums[key]:
             raise ValueError(f"{key} must be one of {', '.join(enums[key])}")
         return value
-    if key in ("complete_without_url", "render_on_create"):
+    if key in ("complete_without_url", "render_on_create", "render_by_shape"):
         if not isinstance(value, bool):
             raise ValueError(f"{key} must be a boolean")
         return value
@@ -234,6 +237,7 @@ class Engine:
         self._business_ids: dict[tuple[str, str], str] = {}
         self._log: list[LogRecord] = []
         self._render_locks: dict[str, threading.Lock] = {}
+        self._shape_renders: dict[RenderSpec, bytes] = {}  # render_by_shape: one MP4 per shape
         self.uploads = UploadStore()
         self.base_url: str | None = None  # set by the harness once the port is known
         self.closing = threading.Event()  # set on shutdown: stalls and delays end early
@@ -416,8 +420,21 @@ class Engine:
         with lock:
             if task.video is None:
                 spec = self.render_spec(task)
+                if self.config.render_by_shape:
+                    spec = replace(spec, prompt="", negative_prompt="", seed=0, image=None, reference=None,
+                                   source_label="")  # fmt: skip
+                    with self._lock:
+                        shared = self._shape_renders.get(spec)
+                    if shared is not None:
+                        task.video = shared
+                        return shared
                 started = time.perf_counter()
                 task.video = render_mp4(spec)
+                if self.config.render_by_shape:
+                    with self._lock:
+                        while len(self._shape_renders) >= 8:
+                            self._shape_renders.pop(next(iter(self._shape_renders)))
+                        self._shape_renders[spec] = task.video
                 logger.info(
                     "rendered %s (%s %dx%d %ds audio=%s) in %.2fs, %d bytes",
                     task.id,
