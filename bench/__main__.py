@@ -57,6 +57,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Row], list[
             got, info = await cold_start.measure(sim.base_url, workdir, reps=3 if quick else 9, errlog=errlog)
             rows += got
             ctx.update(info)
+            ours_rss, bare_rss = await cold_start.after_videos(sim, workdir, errlog)
+            rows.append(Row("1", "idle RSS after 3 videos (downloaded, probed, posters)", ours_rss, "MiB", bare_rss,
+                            "bare MCPServer", "<= 1.3x", ours_rss / bare_rss <= 1.3))  # fmt: skip
         if "2" in only or "3" in only:
             got, info, text = await call_overhead.measure(
                 sim, workdir, calls=200 if quick else 1000, errlog=errlog, passthrough="3" in only

@@ -15,7 +15,17 @@ from typing import IO
 import anyio
 from mcp import StdioServerParameters
 
-from bench.common import Row, bare_params, median, newest_child, ours_env, ours_params, rss_mb, stdio_session
+from bench.common import (
+    Row,
+    Simulator,
+    bare_params,
+    median,
+    newest_child,
+    ours_env,
+    ours_params,
+    rss_mb,
+    stdio_session,
+)
 
 SETTLE_SECONDS = 0.3
 
@@ -63,3 +73,29 @@ async def measure(sim_url: str, workdir: Path, reps: int, errlog: IO[str]) -> tu
         ),
     ]
     return rows, {"bare_rss": bare_m, "bare_start": bare_t}
+
+
+async def after_videos(sim: Simulator, workdir: Path, errlog: IO[str], *, videos: int = 3) -> tuple[float, float]:
+    """Our server's RSS (MiB) once idle after ``videos`` finished videos were downloaded, probed and
+    given posters (issue 15: it once grew to 1.7-1.9x the floor as PyAV stayed loaded), and the bare
+    server's idle RSS measured right after it in the same run."""
+    sim.configure(job_seconds=1.0)
+    try:
+        async with stdio_session(ours_params(ours_env(sim.base_url, workdir / "after-videos-data")), errlog) as client:
+            for i in range(videos):
+                made = (await client.call_tool("generate_video", {"prompt": f"idle memory {i}"})).structured_content
+                assert made is not None
+                view: dict[str, object] = {}
+                for _ in range(20):
+                    args = {"task_id": made["task_id"], "wait_seconds": 30}
+                    view = (await client.call_tool("get_task_status", args)).structured_content or {}
+                    if view.get("status") == "completed" and view.get("local_path"):
+                        break
+                if not view.get("local_path"):
+                    raise RuntimeError(f"video {i} did not finish: {view}")
+            await anyio.sleep(1.0)  # idle: the last answer sent, nothing running
+            ours = rss_mb(newest_child("wan_mcp serve"))
+    finally:
+        sim.configure(job_seconds=3600)
+    _, bare = await one_start(bare_params(), errlog, "bare_server.py")
+    return ours, bare

@@ -45,7 +45,14 @@ from wan_mcp.core.journal import (
 )
 from wan_mcp.core.leases import DownloadLeases
 from wan_mcp.core.links import DownloadLinks
-from wan_mcp.core.media import VideoDescriber, looks_like_image, prepare_image, sniff_video, video_problem
+from wan_mcp.core.media import (
+    DescribeHelpers,
+    VideoDescriber,
+    looks_like_image,
+    prepare_image,
+    sniff_video,
+    video_problem,
+)
 from wan_mcp.core.media.film import MAX_FILM_PARTS, FilmError, join_clips, last_frame_png
 from wan_mcp.core.request import (
     MediaSource,
@@ -94,9 +101,10 @@ _DEFINITE_REJECTIONS = frozenset(
 _DESCRIBED_CACHE = 64
 #: How many images may be decoded and re-encoded at the same time (each can hold ~160 MB).
 IMAGE_PREPARATIONS = 1
-#: How many finished videos may be probed and given a poster at once: when a thousand tasks finish
-#: together, decoding them all at once (one decoder each, on up to 40 worker threads) spikes memory
-#: and starves the event loop; two at a time keep both bounded (each takes 15-35 ms, bench figure 9).
+#: How many finished videos may be probed and given a poster at once (helper processes, see
+#: media/describer.py): when a thousand tasks finish together, decoding them all at once spikes
+#: memory and starves the event loop; two at a time keep both bounded (each takes 5-10 ms, bench
+#: figures 9 and 12).
 DESCRIBE_CONCURRENCY = 2
 #: How many result files may download at once. The process's one HTTP client has 20 connections,
 #: shared with every gateway call: a hundred jobs finishing together once held all of them, so
@@ -181,14 +189,15 @@ class VideoService:
         self._http = http
         self._opts = options
         self._download_locks: dict[str, anyio.Lock] = {}
-        self._describe = VideoDescriber(posters=options.poster_frames, capacity=_DESCRIBED_CACHE)
+        self._describe = VideoDescriber(
+            posters=options.poster_frames, capacity=_DESCRIBED_CACHE, helpers=DescribeHelpers(size=DESCRIBE_CONCURRENCY)
+        )
         self._settled: Lru[tuple[str, str], StatusResult] = Lru(_SETTLED_CACHE)  # by (tenant, task id)
         self._boundaries: dict[str, FileBoundary] = {}
         self._leases = DownloadLeases(journal)
         # Decoding an image can hold ~160 MB (MAX_FULL_DECODE_PIXELS): one at a time, however many
         # uploads agents start at once (six parallel 38 MP uploads peaked at 1.2 GB, now ~290 MB).
         self._image_work = anyio.CapacityLimiter(IMAGE_PREPARATIONS)
-        self._describe_work = anyio.CapacityLimiter(DESCRIBE_CONCURRENCY)
         self._download_work = anyio.CapacityLimiter(DOWNLOAD_CONCURRENCY)
         self._prices = prices if prices is not None else PriceTable.load()
         self._spending = options.spending
@@ -957,6 +966,10 @@ class VideoService:
         )
         return await self._journal.observe(task.id, observation_of(task))
 
+    async def aclose(self) -> None:
+        """Stop the media helper processes (the rest belongs to whoever opened the journal and client)."""
+        await self._describe.aclose()
+
     async def reconcile_unsettled(self) -> int:
         """At start-up: settle submissions a previous run left in flight. Returns how many."""
         settled = 0
@@ -973,7 +986,7 @@ class VideoService:
             view = self._view(record)
         if record.local_path:
             path = Path(record.local_path)
-            info, poster = await offload.run_sync(self._describe, path, limiter=self._describe_work)
+            info, poster = await self._describe(path)
             if info is not None:
                 view.width, view.height = info.width, info.height
                 view.duration_seconds = round(info.duration, 2)

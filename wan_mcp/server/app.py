@@ -114,6 +114,7 @@ async def open_service(
             prices=PriceTable.load(settings.prices_file),
             links=None if download_base is None else await download_links(settings, journal, download_base),
         )
+        stack.push_async_callback(_shielded(service.aclose))
         yield service
 
 

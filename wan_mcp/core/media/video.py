@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from wan_mcp.core.caches import Lru
 
 if TYPE_CHECKING:  # Pillow is imported where a poster is made, not at server start-up
     from PIL import Image
 
 __all__ = [
-    "VideoDescriber",
     "VideoInfo",
     "describe_video",
     "poster_frame",
@@ -278,32 +274,3 @@ def sniff_video(data: bytes) -> str | None:
     if head[:4] == _EBML_MAGIC and b"webm" in data[:4096]:
         return "video/webm"
     return None
-
-
-class VideoDescriber:
-    """Probe + poster frame of a finished file, in one call, remembered per file version.
-
-    Probe and poster take one open and one converted frame (15-35 ms, bench figure 9), and agents
-    ask for the status of a finished task again and again, so the result is kept per (path, inode,
-    size, mtime) for the last
-    ``capacity`` files. Blocking (PyAV): call it through ``offload.run_sync``. Thread-safe.
-    """
-
-    def __init__(self, *, posters: bool, capacity: int = 64) -> None:
-        self._posters = posters
-        self._cache: Lru[tuple[str, int, int, int], tuple[VideoInfo | None, bytes | None]] = Lru(capacity)
-
-    def __call__(self, path: Path) -> tuple[VideoInfo | None, bytes | None]:
-        try:
-            st = path.stat()
-        except OSError:
-            return None, None
-        if not stat.S_ISREG(st.st_mode):
-            return None, None
-        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        described = describe_video(path, poster=self._posters)
-        self._cache.put(key, described)
-        return described
