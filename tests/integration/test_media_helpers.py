@@ -159,3 +159,30 @@ async def test_a_described_file_is_remembered_until_it_changes(clips: list[Path]
         assert await describer(tmp_path / "missing.mp4") == (None, None)
     finally:
         await describer.aclose()
+
+
+async def test_a_request_cancelled_mid_answer_stops_that_helper(clips: list[Path], tmp_path: Path) -> None:
+    """Its next line would be the cancelled request's answer: it is never reused, and not left running."""
+    pids = tmp_path / "pids"
+    slow = f"""
+        import json, os, sys, time
+        with open({str(pids)!r}, "a") as f:
+            f.write(f"{{os.getpid()}}\\n")
+        for n, line in enumerate(sys.stdin):
+            time.sleep(2 if n == 0 else 0)
+            print(json.dumps({{"info": {{"width": n, "height": 1, "duration": 1.0, "has_audio": False,
+                                       "codec": "h264"}}, "poster": None}}), flush=True)
+    """
+    helpers = DescribeHelpers(size=1, command=_stand_in(slow))
+    try:
+        with anyio.move_on_after(0.3):
+            await helpers.describe(clips[0], poster=False)  # cancelled while the stand-in sleeps
+        first = int(pids.read_text().split()[0])
+        with anyio.fail_after(30):
+            while Path(f"/proc/{first}").exists() and "Z" not in Path(f"/proc/{first}/stat").read_text().split()[2]:
+                await anyio.sleep(0.05)
+        info, _ = await helpers.describe(clips[1], poster=False)
+    finally:
+        await helpers.aclose()
+    assert info is not None and info.width == 0  # a fresh helper's first answer
+    assert helpers.started == 2

@@ -136,6 +136,9 @@ class DescribeHelpers:
                         anyio.IncompleteRead, anyio.DelimiterNotFound, OSError, ValueError):  # fmt: skip
                     await helper.close()  # exited (idle, or crashed on this file): one more try, fresh
                     continue
+                except BaseException:  # cancelled mid-answer: its next line would be this one's, so stop it
+                    await helper.close()
+                    raise
                 self._ready.append(helper)
                 return _decoded(answer)
             log.warning("media helper failed twice on %s; no poster for it", path.name)
