@@ -8,6 +8,7 @@ app, shared by all sessions).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -61,6 +62,7 @@ async def open_service(
     remote: bool = False,
     http: httpx2.AsyncClient | None = None,
     download_base: str | None = None,
+    wall_clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[VideoService]:
     """Everything a VideoService needs, opened in order and closed in reverse.
 
@@ -69,7 +71,8 @@ async def open_service(
     it (the HTTP transports make one per process, which the OAuth verifier shares; an SSE
     connection runs this per connection); without it one is made here and closed here.
     ``download_base``: where this server is reached (an HTTP transport's base URL): remote tenants
-    then get their finished files as signed links under it (``<base>/files/...``).
+    then get their finished files as signed links under it (``<base>/files/...``). ``wall_clock``: the
+    service's time (tests inject one).
     """
     if settings.allowed_dirs is None:
         _create_inbox(settings.resolved_inbox_dir)
@@ -113,6 +116,7 @@ async def open_service(
             options=ServiceOptions.from_settings(settings, local_paths=not remote or settings.allow_remote_paths),
             prices=PriceTable.load(settings.prices_file),
             links=None if download_base is None else await download_links(settings, journal, download_base),
+            wall_clock=wall_clock,
         )
         stack.push_async_callback(_shielded(service.aclose))
         yield service
