@@ -105,6 +105,11 @@ class _Watch:
         self.changed = anyio.Event()
 
 
+#: When the rate budget is short, no task waits longer than this past its plain poll time for its
+#: turn (plus the line ahead of it), however late its job is predicted to end: no task starves.
+FAIR_WAIT = 30.0
+
+
 class RateLimiter:
     """Spaces upstream requests to at most ``rate`` per second, shared fairly between tenants.
 
@@ -115,9 +120,11 @@ class RateLimiter:
 
     Within one tenant, when the budget is short (more polls due than it allows), the turn goes
     to the caller whose job should be done first: each caller says when (``due``, monotonic:
-    its predicted completion, or None for "now": nothing predicted, or never polled), so the
+    its predicted completion; None for "now", a task never polled; ``math.inf`` for "last", a
+    task seen but with nothing predicting its end), so the
     budget is spent on the tasks most likely to have finished rather than on whoever slept
-    first. Fairly: a caller's place is never later than ``patience`` seconds after it joined,
+    first. Fairly: a caller's place is never later than ``patience`` seconds (or the time the line
+    ahead of it takes) after it joined,
     so a task predicted far off (or wrongly) still gets its poll; no task starves. With
     nothing predicted, this is first come first served.
     """
@@ -128,7 +135,7 @@ class RateLimiter:
         clock: Clock = SYSTEM_CLOCK,
         *,
         shared: Callable[[float], Awaitable[float]] | None = None,
-        patience: float = 120.0,
+        patience: float = FAIR_WAIT,
     ) -> None:
         """``shared(spacing)``: books a slot of a budget shared with other processes (replicas on one
         database) and returns the seconds until it; each turn then waits for that slot too, so N
@@ -217,9 +224,6 @@ class RateLimiter:
             self._order.remove(tenant)
 
 
-#: When the rate budget is short, no task waits longer than this past its plain poll time for its
-#: turn (plus the line ahead of it), however late its job is predicted to end: no task starves.
-FAIR_WAIT = 30.0
 #: A kind's typical duration predicts a job's end only while its jobs' typical deviation from it is
 #: at most this fraction of it.
 TYPICAL_SPREAD = 0.2
@@ -296,7 +300,6 @@ class TaskTracker:
             rate_budget,
             clock,
             shared=partial(journal.take_rate_slot, UPSTREAM_BUDGET) if shared else None,
-            patience=FAIR_WAIT,
         )
         self._rng = rng or random.Random()
         self._watches: dict[str, _Watch] = {}
