@@ -25,6 +25,7 @@ from bench import (
     call_overhead,
     cold_start,
     completions,
+    demo_wall,
     http_throughput,
     journal_scale,
     poll_prediction,
@@ -35,7 +36,7 @@ from bench import (
 )
 from bench.common import Row, render_table, simulator
 
-FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +105,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Row], list[
             extra += text
         if "12" in only:
             got, text = await completions.measure(workdir, errlog, jobs=200 if quick else 1000)
+            rows += got
+            extra += text
+        if "13" in only:
+            got, text = await demo_wall.measure(workdir, reps=1 if quick else 3)
             rows += got
             extra += text
         if "10" in only:

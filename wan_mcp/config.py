@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -77,6 +77,9 @@ def _split_commas(value: Any) -> Any:
 
 class Settings(BaseSettings):
     """Every knob of the server. ``config.example.json`` lists them with their defaults."""
+
+    #: False for settings given whole by a program (:func:`settings_from_values`): no env, no file.
+    reads_environment: ClassVar[bool] = True
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -276,6 +279,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if not cls.reads_environment:
+            return (init_settings,)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_path = os.environ.get(ENV_PREFIX + "CONFIG")
         if config_path:
@@ -327,3 +332,16 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Build settings; ``overrides`` are CLI flags (highest precedence). None values are ignored."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+class _ValuesOnly(Settings):
+    reads_environment: ClassVar[bool] = False
+
+
+def settings_from_values(**values: Any) -> Settings:
+    """Settings from ``values`` and the defaults alone: blind to ``WAN_MCP_*`` and to the config file.
+
+    For a server run inside another program (the demo): the user's own key, budgets or tenants
+    in the environment must not leak into it, as a subprocess given a scrubbed environment would not.
+    """
+    return _ValuesOnly(**values)

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
-def test_demo_runs_all_three_modes_to_valid_mp4s_and_a_film(tmp_path: Path) -> None:
+#: The user's own settings, which the demo must not use (its server would be refused or overspend).
+USERS_OWN = {
+    "WAN_MCP_API_KEY": "sk-the-users-real-key-0123456789",
+    "WAN_MCP_BASE_URL": "http://127.0.0.1:9",
+    "WAN_MCP_BUDGET_DAILY_USD": "0.01",
+}
+
+
+@pytest.mark.parametrize("how", [[], ["--stdio"]], ids=["in-process", "stdio"])
+def test_demo_runs_all_three_modes_to_valid_mp4s_and_a_film(tmp_path: Path, how: list[str]) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "wan_mcp", "demo", "--out", str(tmp_path), "--job-seconds", "1"],
-        capture_output=True, text=True, timeout=180, check=False,
+        [sys.executable, "-m", "wan_mcp", "demo", "--out", str(tmp_path), "--job-seconds", "1", *how],
+        capture_output=True, text=True, timeout=180, check=False, env={**os.environ, **USERS_OWN},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = proc.stdout
@@ -28,3 +39,4 @@ def test_demo_runs_all_three_modes_to_valid_mp4s_and_a_film(tmp_path: Path) -> N
     videos = list(tmp_path.glob("run-*/videos/*.mp4"))
     assert len(videos) == 4
     assert '"upstream_creates": 3' in proc.stderr  # the film is made locally
+    assert USERS_OWN["WAN_MCP_API_KEY"] not in proc.stdout + proc.stderr

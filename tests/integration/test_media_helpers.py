@@ -52,6 +52,30 @@ async def test_one_helper_describes_file_after_file(clips: list[Path]) -> None:
     assert helpers.started == 1  # reused, not one process per file
 
 
+async def test_a_warmed_helper_is_the_one_that_describes(clips: list[Path]) -> None:
+    helpers = DescribeHelpers(size=2)
+    try:
+        await helpers.warm()
+        await helpers.warm()  # one is alive already: no second process
+        assert helpers.started == 1
+        info, poster = await helpers.describe(clips[0], poster=True)
+        assert info is not None and poster is not None
+        assert helpers.started == 1  # the description went to the warmed helper
+    finally:
+        await helpers.aclose()
+
+
+async def test_warming_without_a_helper_to_start_leaves_describing_to_work_in_process(clips: list[Path]) -> None:
+    helpers = DescribeHelpers(size=1, command=["/nonexistent/wan-mcp-helper"])
+    try:
+        await helpers.warm()
+        assert helpers.started == 0
+        info, _poster = await helpers.describe(clips[0], poster=False)
+    finally:
+        await helpers.aclose()
+    assert info is not None
+
+
 async def test_an_idle_helper_exits_and_a_fresh_one_takes_over(clips: list[Path]) -> None:
     helpers = DescribeHelpers(size=1, idle_seconds=0.2)
     try:

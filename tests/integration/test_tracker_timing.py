@@ -22,7 +22,7 @@ import pytest
 from tests.helpers import VirtualGateway, virtual_gateway
 from wan_mcp.core.clock import VirtualClock
 from wan_mcp.core.journal import LOCAL_TENANT, SqliteJournal, TaskRecord
-from wan_mcp.core.tracker import PollTiming, RateLimiter, TaskTracker
+from wan_mcp.core.tracker import NEAR_END_SECONDS, PollTiming, RateLimiter, TaskTracker
 
 pytestmark = pytest.mark.anyio
 
@@ -316,6 +316,33 @@ async def test_a_kind_of_job_seen_before_is_polled_at_its_typical_end(tmp_path: 
         # The first job took 5 s to be seen (the contract's first poll); the second is read at the
         # learned duration instead of first_delay + interval.
         assert len(polls) == 1 and polls[0] - submitted < PREDICTING.first_delay + 0.5
+
+
+@pytest.mark.parametrize("timing", [PREDICTING, TIMING], ids=["predicting", "plain"])
+async def test_the_near_end_hook_runs_only_once_the_job_is_predicted_to_end_soon(
+    tmp_path: Path, timing: PollTiming
+) -> None:
+    async with _rig(tmp_path, timing=timing, job=60.0) as rig:
+        calls: list[float] = []
+
+        async def hook() -> None:
+            calls.append(rig.gw.clock.monotonic())
+
+        rig.tracker.on_near_end(hook)
+        record = await rig.submit()
+        submitted = rig.gw.clock.monotonic()
+        async with anyio.create_task_group() as tg:
+            waiter = start_wait(tg, rig, record, within=300.0)
+            await rig.gw.clock.run_until(lambda: waiter.result is not None, limit=600)
+        assert waiter.result is not None and waiter.result.status == "completed"
+        seen = rig.polls()[-1]
+    if timing.predict:
+        # A 60 s job is predicted from its progress; the hook runs within NEAR_END_SECONDS of its end
+        # (the poll at 55 s), before the poll that sees it done, and never earlier.
+        assert calls, "the hook never ran"
+        assert all(submitted + 60.0 - NEAR_END_SECONDS - 1.0 <= t < seen for t in calls), (calls, seen)
+    else:
+        assert calls == []  # nothing predicted, nothing near its end
 
 
 # --- a short rate budget spent on the tasks most likely done, fairly (issue 15) -----------------------

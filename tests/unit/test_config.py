@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wan_mcp.config import Settings, load_settings
+from wan_mcp.config import Settings, load_settings, settings_from_values
 from wan_mcp.errors import WanError, redact
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +24,22 @@ def test_precedence_defaults_file_env_flags(tmp_path: Path, monkeypatch: pytest.
     assert s.poll_interval_seconds == 8  # env beats file
     assert s.read_timeout == 9  # flag beats env
     assert s.connect_timeout == 10  # default
+
+
+def test_settings_from_values_see_neither_the_environment_nor_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"budget_daily_usd": 1, "base_url": "https://file.example"}))
+    monkeypatch.setenv("WAN_MCP_CONFIG", str(cfg))
+    monkeypatch.setenv("WAN_MCP_API_KEY", "sk-users-own-key-0123456789")
+    monkeypatch.setenv("WAN_MCP_TENANTS_FILE", str(tmp_path / "tenants.json"))
+    s = settings_from_values(base_url="http://127.0.0.1:9", poll_interval_seconds=0.1)
+    assert isinstance(s, Settings)
+    assert s.base_url == "http://127.0.0.1:9" and s.poll_interval_seconds == 0.1  # the values given
+    assert s.api_key is None and s.tenants_file is None  # not the user's key or tenants
+    assert s.budget_daily_usd == Settings.model_fields["budget_daily_usd"].default  # not the file's
+    assert load_settings().budget_daily_usd == 1  # (the same environment does reach the server's own)
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -198,6 +198,7 @@ class VideoService:
         self._describe = VideoDescriber(
             posters=options.poster_frames, capacity=_DESCRIBED_CACHE, helpers=DescribeHelpers(size=DESCRIBE_CONCURRENCY)
         )
+        tracker.on_near_end(self._describe.warm)
         self._settled: Lru[tuple[str, str], StatusResult] = Lru(_SETTLED_CACHE)  # by (tenant, task id)
         self._finished_rows: Lru[tuple[str, str], tuple[float, TaskRecord]] = Lru(_SETTLED_CACHE)  # (read at, row)
         self._boundaries: dict[str, FileBoundary] = {}

@@ -236,6 +236,9 @@ POLL_LEASE_SECONDS = 30.0
 #: How often a replica that does not hold a task's poll lease reads its journal row when the journal
 #: announces no change (PostgreSQL's NOTIFY wakes it at once; SQLite has no such feed).
 FOLLOW_SECONDS = 1.0
+#: A job predicted to end within this long is "near its end": the hook set by :meth:`TaskTracker.on_near_end`
+#: runs (the service warms its media helper, whose cold start would otherwise delay the first result).
+NEAR_END_SECONDS = 10.0
 
 
 def _observed(rec: TaskRecord) -> Observation:
@@ -309,7 +312,21 @@ class TaskTracker:
         #: Per kind of job (model, resolution, duration), learned from completions seen here: (typical
         #: duration, typical deviation from it), both leaning to recent jobs.
         self._typical: dict[tuple[str, str, int], tuple[float, float]] = {}
+        self._near_end: Callable[[], Awaitable[None]] | None = None
         self.upstream_polls = 0  # for benchmarks and tests
+
+    def on_near_end(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` (quick, idempotent) each time a polled job is predicted to end within
+        ``NEAR_END_SECONDS``, before the poller sleeps until that end."""
+        self._near_end = hook
+
+    async def _nearing_end(self, watch: _Watch) -> None:
+        if self._near_end is None or watch.due is None or watch.due - self._clock.monotonic() > NEAR_END_SECONDS:
+            return
+        try:
+            await self._near_end()
+        except Exception:  # a warm-up that fails costs its head start, never the poller
+            log.exception("the near-end hook failed")
 
     async def __aenter__(self) -> TaskTracker:
         self._tg = anyio.create_task_group()
@@ -554,6 +571,7 @@ class TaskTracker:
         try:
             while watch.waiters > 0 and watch.record.status not in TERMINAL:
                 delay = self._next_delay(watch)
+                await self._nearing_end(watch)
                 if self._shared:
                     held = await self._hold(key, delay)
                     if not held:  # another replica polls it: follow its journal row instead

@@ -99,6 +99,7 @@ class DescribeHelpers:
         self._command = command or [sys.executable, "-m", "wan_mcp.core.media.describe_child"]
         self._ready: list[_Helper] = []
         self._in_process = False  # no helper could be started: describe here instead
+        self._warming = False
         self.started = 0  # helpers started so far (for tests and benchmarks)
 
     async def _start(self) -> _Helper:
@@ -111,6 +112,19 @@ class DescribeHelpers:
         )
         self.started += 1
         return _Helper(process)
+
+    async def warm(self) -> None:
+        """Start a helper now if none is alive, so the next description does not wait for its
+        cold start (~0.1 s: an interpreter and PyAV). It exits after ``idle_seconds`` unused."""
+        if self._in_process or self._ready or self._slots.borrowed_tokens or self._warming:
+            return
+        self._warming = True
+        try:
+            self._ready.append(await self._start())
+        except OSError:
+            pass  # describe() finds out again, and says so
+        finally:
+            self._warming = False
 
     async def describe(self, path: Path, *, poster: bool) -> Described:
         async with self._slots:
@@ -182,6 +196,10 @@ class VideoDescriber:
         described = await self._helpers.describe(path, poster=self._posters)
         self._cache.put(key, described)
         return described
+
+    async def warm(self) -> None:
+        """A video is about to finish: have a helper ready for it."""
+        await self._helpers.warm()
 
     async def aclose(self) -> None:
         await self._helpers.aclose()
