@@ -4,6 +4,7 @@ Run as a script so nothing from ``wan_mcp`` (or ``bench``) is imported::
 
     python bench/bare_server.py                 # stdio
     python bench/bare_server.py http PORT       # streamable HTTP on 127.0.0.1:PORT (stateless, like ours)
+    python bench/bare_server.py http-auth PORT  # the same behind the SDK's bearer-token auth (token: $BARE_TOKEN)
 
 The only deviation from the SDK's hello-world is that the ``mcp`` loggers are set to
 WARNING, as ``wan-mcp`` does: the comparison is about request handling, not log lines.
@@ -12,11 +13,32 @@ WARNING, as ``wan-mcp`` does: the comparison is about request handling, not log 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from mcp.server import MCPServer
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
 
-mcp = MCPServer("bare")
+
+class OneToken:
+    """The simplest token verifier: one static token, compared as the SDK's examples do."""
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        if token != os.environ.get("BARE_TOKEN"):
+            return None
+        return AccessToken(token=token, client_id="bench", scopes=["mcp"])
+
+
+def build(auth: bool, port: int = 0) -> MCPServer:
+    if not auth:
+        return MCPServer("bare")
+    url = f"http://127.0.0.1:{port}"
+    settings = AuthSettings(issuer_url=url, resource_server_url=f"{url}/mcp", required_scopes=["mcp"])
+    return MCPServer("bare", token_verifier=OneToken(), auth=settings)
+
+
+mcp = build(auth=len(sys.argv) > 1 and sys.argv[1] == "http-auth", port=int(sys.argv[2]) if len(sys.argv) > 2 else 0)
 
 
 @mcp.tool()
@@ -28,7 +50,7 @@ async def ping() -> str:
 def main(argv: list[str]) -> None:
     for name in ("mcp", "httpx2", "uvicorn.access"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    if argv and argv[0] == "http":
+    if argv and argv[0] in ("http", "http-auth"):
         import uvicorn
 
         port = int(argv[1])

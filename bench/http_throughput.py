@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,16 @@ from wan_mcp.server.principals import token_principal
 BENCH_TOKEN = "bench-token-0123456789abcdef0123456789abcdef"
 
 
-async def hammer(url: str, tool: str, args: dict[str, Any], clients: int, seconds: float) -> tuple[int, int]:
-    """Run ``clients`` concurrent sessions for ``seconds``; returns (calls answered, errors)."""
+async def hammer(
+    url: str,
+    tool: str,
+    args: dict[str, Any],
+    clients: int,
+    seconds: float,
+    window: Callable[[bool], None] | None = None,
+) -> tuple[int, int]:
+    """Run ``clients`` concurrent sessions for ``seconds``; returns (calls answered, errors).
+    ``window`` is told when the measured window opens (True) and closes (False), after the warm-up."""
     done = [0, 0]
     measuring = [False]
     stop_at = [0.0]
@@ -51,9 +60,14 @@ async def hammer(url: str, tool: str, args: dict[str, Any], clients: int, second
         stop_at[0] = time.monotonic() + 3600
         for _ in range(clients):
             tg.start_soon(one)
-        await anyio.sleep(1.0)  # warm-up: connections, sessions, caches
+        await anyio.sleep(1.0)  # warm-up: connections, sessions, tools/list, caches
+        if window is not None:
+            window(True)
         measuring[0] = True
         stop_at[0] = time.monotonic() + seconds
+        await anyio.sleep(seconds)
+        if window is not None:
+            window(False)
     return done[0], done[1]
 
 
@@ -62,16 +76,22 @@ async def interleaved(
 ) -> dict[str, dict[str, float]]:
     """Blocks of ``seconds / rounds`` against each server in turn (A B A B ...), from the same client
     process: drift in the machine (or in this load generator) hits both alike. Per server: calls/s
-    over its measured blocks and its own CPU per call (from /proc, over the same blocks)."""
+    over its measured blocks, and its own CPU and this load generator's per call over the same
+    windows (from /proc; the warm-up, with its sessions and tools/list, is not in them)."""
     block = seconds / rounds
     totals = {name: [0, 0.0, 0.0, 0] for name in servers}  # calls, server CPU s, client CPU s, errors
     for _ in range(rounds):
         for name, (url, pid, tool, args) in servers.items():
-            cpu0, mine0 = cpu_seconds(pid), time.process_time()
-            calls, errors = await hammer(url, tool, args, clients, block)
+            marks: list[tuple[float, float]] = []
+
+            def window(_opening: bool, pid: int = pid, marks: list[tuple[float, float]] = marks) -> None:
+                marks.append((cpu_seconds(pid), time.process_time()))
+
+            calls, errors = await hammer(url, tool, args, clients, block, window)
+            (cpu0, mine0), (cpu1, mine1) = marks
             totals[name][0] += calls
-            totals[name][1] += cpu_seconds(pid) - cpu0  # includes the block's 1 s warm-up, alike for both
-            totals[name][2] += time.process_time() - mine0
+            totals[name][1] += cpu1 - cpu0
+            totals[name][2] += mine1 - mine0
             totals[name][3] += errors
     out: dict[str, dict[str, float]] = {}
     for name, (calls, cpu, mine, errors) in totals.items():
@@ -88,25 +108,30 @@ async def interleaved(
 async def measure(sim_url: str, workdir: Path, *, seconds: float, clients: int) -> tuple[list[Row], list[str]]:
     data = workdir / "http-data"
     await seed_finished(data, sim_url, tenant=token_principal(BENCH_TOKEN))  # the HTTP client's own task
-    ours_port, bare_port = free_port(), free_port()
+    ours_port, bare_port, auth_port = free_port(), free_port(), free_port()
     ours_args = [sys.executable, "-m", "wan_mcp", "serve", "--transport", "http", "--port", str(ours_port)]
     bare_args = [sys.executable, str(BARE_SERVER), "http", str(bare_port)]
+    auth_args = [sys.executable, str(BARE_SERVER), "http-auth", str(auth_port)]
     ours_url, bare_url = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{bare_port}"
+    auth_url = f"http://127.0.0.1:{auth_port}"
     with (
         spawn(bare_args, base_env(), bare_url, workdir / "bare-http.log", None) as bare_proc,
+        spawn(auth_args, {**base_env(), "BARE_TOKEN": BENCH_TOKEN}, auth_url, workdir / "auth-http.log",
+              None) as auth_proc,
         spawn(ours_args, ours_env(sim_url, data, WAN_MCP_HTTP_TOKEN=BENCH_TOKEN), ours_url,
               workdir / "ours-http.log", None) as ours_proc,
     ):  # fmt: skip
         got = await interleaved(
             {
                 "bare": (bare_url + "/mcp", bare_proc.pid, "ping", {}),
+                "bare+auth": (auth_url + "/mcp", auth_proc.pid, "ping", {}),
                 "ours": (ours_url + "/mcp", ours_proc.pid, "get_task_status", {"task_id": DONE_ID, "download": False}),
             },
             clients=clients,
             seconds=seconds,
             rounds=4,
         )
-        bare, ours = got["bare"], got["ours"]
+        bare, authed, ours = got["bare"], got["bare+auth"], got["ours"]
         bare["rss"], ours["rss"] = rss_mb(bare_proc.pid), rss_mb(ours_proc.pid)
     ratio = ours["rps"] / bare["rps"]
     rows = [
@@ -122,6 +147,15 @@ async def measure(sim_url: str, workdir: Path, *, seconds: float, clients: int) 
         ),
         Row(
             "6",
+            "  the same against the bare server behind the SDK's bearer auth (ours always authenticates)",
+            ours["rps"],
+            "calls/s",
+            authed["rps"],
+            "bare MCPServer + bearer auth",
+            "(report)",
+        ),
+        Row(
+            "6",
             "server CPU per call under that load",
             ours["cpu_ms_per_call"],
             "ms",
@@ -133,8 +167,10 @@ async def measure(sim_url: str, workdir: Path, *, seconds: float, clients: int) 
     text = (
         f"HTTP load detail: ours {ours['rps']:.0f} calls/s, {ours['cpu_ms_per_call']:.2f} ms server CPU/call, "
         f"RSS {ours['rss']:.0f} MiB; bare {bare['rps']:.0f} calls/s, {bare['cpu_ms_per_call']:.2f} ms CPU/call, "
-        f"RSS {bare['rss']:.0f} MiB; 4 blocks each, alternating; no error results. The load generator (same "
-        f"machine) spent {ours['client_ms_per_call']:.2f} ms CPU per call on ours, "
-        f"{bare['client_ms_per_call']:.2f} on bare."
+        f"RSS {bare['rss']:.0f} MiB; bare behind bearer auth {authed['rps']:.0f} calls/s, "
+        f"{authed['cpu_ms_per_call']:.2f} ms CPU/call; 4 blocks each, alternating; no error results. CPU is "
+        f"counted over the measured windows only (no warm-up). The load generator (same machine) spent "
+        f"{ours['client_ms_per_call']:.2f} ms CPU per call on ours, {authed['client_ms_per_call']:.2f} on bare "
+        f"behind auth, {bare['client_ms_per_call']:.2f} on bare."
     )
     return rows, [text]
