@@ -65,6 +65,13 @@ async def test_a_warmed_helper_is_the_one_that_describes(clips: list[Path]) -> N
         await helpers.aclose()
 
 
+async def test_a_warm_up_after_the_shutdown_starts_nothing() -> None:
+    helpers = DescribeHelpers(size=1)
+    await helpers.aclose()
+    await helpers.warm()  # the tracker's last poll loop may still ask while the server closes
+    assert helpers.started == 0
+
+
 async def test_warming_without_a_helper_to_start_leaves_describing_to_work_in_process(clips: list[Path]) -> None:
     helpers = DescribeHelpers(size=1, command=["/nonexistent/wan-mcp-helper"])
     try:

@@ -100,6 +100,7 @@ class DescribeHelpers:
         self._ready: list[_Helper] = []
         self._in_process = False  # no helper could be started: describe here instead
         self._warming = False
+        self._closed = False  # closed by the server's shutdown: a late warm-up must not start one
         self.started = 0  # helpers started so far (for tests and benchmarks)
 
     async def _start(self) -> _Helper:
@@ -116,7 +117,7 @@ class DescribeHelpers:
     async def warm(self) -> None:
         """Start a helper now if none is alive, so the next description does not wait for its
         cold start (~0.1 s: an interpreter and PyAV). It exits after ``idle_seconds`` unused."""
-        if self._in_process or self._ready or self._slots.borrowed_tokens or self._warming:
+        if self._closed or self._in_process or self._ready or self._slots.borrowed_tokens or self._warming:
             return
         self._warming = True
         try:
@@ -159,6 +160,7 @@ class DescribeHelpers:
             return None, None
 
     async def aclose(self) -> None:
+        self._closed = True
         ready, self._ready = self._ready, []
         for helper in ready:
             await helper.close()
