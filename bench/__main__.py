@@ -1,7 +1,7 @@
 """``python -m bench``: run every figure and print ONE table (Markdown), then the growth tables.
 
     python -m bench            # the full run (a few minutes)
-    python -m bench --quick    # a fast smoke run (< 60 s), fewer repetitions and sizes
+    python -m bench --quick    # a smoke run (~3 minutes): fewer repetitions, calls and sizes
     python -m bench --only 1,5 # some figures only
 
 Everything runs on loopback: a gateway simulator subprocess, our server and the bare SDK
