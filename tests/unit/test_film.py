@@ -85,6 +85,8 @@ def test_mixed_clips_are_scaled_padded_and_silence_fills_a_silent_clip(tmp_path:
     middle = frames[37]
     assert max(middle.getpixel((5, 180))) < 16 and max(middle.getpixel((634, 180))) < 16  # type: ignore[arg-type]
     assert max(middle.getpixel((320, 100))) > 16  # type: ignore[arg-type]
+    with av.open(str(tmp_path / "film.mp4")) as container:  # square pixels: no player stretches the bars
+        assert container.streams.video[0].sample_aspect_ratio in (None, 0, Fraction(1, 1))
     rate, sound = _audio(tmp_path / "film.mp4")
     assert abs(len(sound) / rate - 20.0) < 0.2  # sound throughout, in sync with the picture
     assert _rms(sound[int(6 * rate) : int(9 * rate)]) < 1e-3  # the silent clip: silence
