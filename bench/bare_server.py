@@ -30,21 +30,21 @@ class OneToken:
         return AccessToken(token=token, client_id="bench", scopes=["mcp"])
 
 
-def build(auth: bool, port: int = 0) -> MCPServer:
-    if not auth:
-        return MCPServer("bare")
-    url = f"http://127.0.0.1:{port}"
-    settings = AuthSettings(issuer_url=url, resource_server_url=f"{url}/mcp", required_scopes=["mcp"])
-    return MCPServer("bare", token_verifier=OneToken(), auth=settings)
-
-
-mcp = build(auth=len(sys.argv) > 1 and sys.argv[1] == "http-auth", port=int(sys.argv[2]) if len(sys.argv) > 2 else 0)
-
-
-@mcp.tool()
 async def ping() -> str:
     """Answer pong."""
     return "pong"
+
+
+def build(auth: bool, port: int = 0) -> MCPServer:
+    """The bare server with its one tool; behind the SDK's bearer auth when ``auth``."""
+    if auth:
+        url = f"http://127.0.0.1:{port}"
+        settings = AuthSettings(issuer_url=url, resource_server_url=f"{url}/mcp", required_scopes=["mcp"])
+        server = MCPServer("bare", token_verifier=OneToken(), auth=settings)
+    else:
+        server = MCPServer("bare")
+    server.tool()(ping)
+    return server
 
 
 def main(argv: list[str]) -> None:
@@ -54,10 +54,10 @@ def main(argv: list[str]) -> None:
         import uvicorn
 
         port = int(argv[1])
-        app = mcp.streamable_http_app(stateless_http=True, host="127.0.0.1")
+        app = build(auth=argv[0] == "http-auth", port=port).streamable_http_app(stateless_http=True, host="127.0.0.1")
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", server_header=False)
         return
-    mcp.run()
+    build(auth=False).run()
 
 
 if __name__ == "__main__":

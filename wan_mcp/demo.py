@@ -22,10 +22,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from mcp import Client, StdioServerParameters
+
+if TYPE_CHECKING:
+    from mcp.server import MCPServer
 
 DEMO_KEY = "sk-demo-0123456789abcdef"
 EXPECTED = {"t2v": (1280, 720), "i2v": (720, 1280), "r2v": (960, 960), "film": (1280, 720)}
@@ -132,7 +135,7 @@ def _check(mode: str, status: dict[str, Any], seconds: float, submitted: dict[st
     return row
 
 
-def _target(out: Path, inputs: Path, base_url: str, stdio: bool) -> Any:
+def _target(out: Path, inputs: Path, base_url: str, stdio: bool) -> MCPServer[Any] | StdioServerParameters:
     """What the official client connects to: the real server, built here (one cold start for the
     whole demo), or spawned as a stdio subprocess exactly as a desktop host does (``--stdio``)."""
     values: dict[str, Any] = {
